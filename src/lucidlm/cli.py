@@ -1,0 +1,39 @@
+"""The ``lucidlm`` command line: a thin layer over the library's public API.
+
+Each command group lives beside the code it drives and registers itself here through a
+``register_cli(subparsers)`` function, so no logic lives only in the front end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lucidlm import assets, demo
+    from lucidlm.tokenizers import cli as tokenizer_cli
+
+    parser = argparse.ArgumentParser(prog="lucidlm", description="Understand LLMs by running one.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    assets.register_cli(sub)
+    tokenizer_cli.register_cli(sub)
+    demo.register_cli(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        # User mistakes and unavailable assets: one clear line, no traceback.
+        print(f"lucidlm: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
