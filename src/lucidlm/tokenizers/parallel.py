@@ -1,0 +1,71 @@
+"""Encoding many texts on several processes.
+
+Python threads cannot run the BPE loop in parallel (the GIL), so large batches go to worker
+processes. On Linux the workers are forked: they start with a copy of the tokenizer, its chunk
+cache included, without pickling anything. Small batches stay in this process, where starting
+workers would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+from collections.abc import Sequence
+
+# Below this many characters in total, one process is faster than starting workers.
+MIN_CHARS_FOR_WORKERS = 1 << 20
+
+_worker_tokenizer = None
+_worker_kwargs: dict = {}
+
+
+def _init_worker(tokenizer, kwargs) -> None:
+    global _worker_tokenizer, _worker_kwargs
+    _worker_tokenizer, _worker_kwargs = tokenizer, kwargs
+
+
+def _encode_group(texts: list[str]) -> list[list[int]]:
+    return [_worker_tokenizer.encode(t, **_worker_kwargs) for t in texts]
+
+
+def _groups(texts: Sequence[str], n_groups: int) -> list[list[int]]:
+    """Split text indices into about ``n_groups`` runs of similar total length (order kept)."""
+    total = sum(len(t) for t in texts)
+    target = max(1, total // n_groups)
+    groups, current, size = [], [], 0
+    for i, t in enumerate(texts):
+        current.append(i)
+        size += len(t)
+        if size >= target:
+            groups.append(current)
+            current, size = [], 0
+    if current:
+        groups.append(current)
+    return groups
+
+
+def encode_batch(tokenizer, texts: Sequence[str], *, num_workers: int | None = None, **encode_kwargs) -> list[list[int]]:
+    """``[tokenizer.encode(t, **encode_kwargs) for t in texts]``, on ``num_workers`` processes
+    (default: the CPU count) when the batch is large enough."""
+    if isinstance(texts, str):
+        raise TypeError("encode_batch takes a list of texts; for one text use encode()")
+    texts = list(texts)
+    if num_workers is None:
+        num_workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    total = sum(len(t) for t in texts)
+    if num_workers == 1 or len(texts) < 2 or total < MIN_CHARS_FOR_WORKERS:
+        return [tokenizer.encode(t, **encode_kwargs) for t in texts]
+
+    # A few groups per worker balance the load when texts differ in size.
+    groups = _groups(texts, num_workers * 4)
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    with ctx.Pool(num_workers, initializer=_init_worker, initargs=(tokenizer, encode_kwargs)) as pool:
+        results = pool.map(_encode_group, [[texts[i] for i in g] for g in groups], chunksize=1)
+    out: list[list[int]] = [None] * len(texts)  # type: ignore[list-item]
+    for g, ids_list in zip(groups, results):
+        for i, ids in zip(g, ids_list):
+            out[i] = ids
+    return out
