@@ -133,3 +133,16 @@ def test_corrupt_and_truncated_files(tmp_path):
         BPETokenizer.load(tmp_path / "nope.json")
     with pytest.raises(ValueError, match="neither a registered tokenizer"):
         load_tokenizer(tmp_path / "nope.json")
+
+
+@pytest.fixture(scope="module")
+def shakespeare_bpe():
+    return train_bpe(tiny_shakespeare()[:100_000], 500, pattern="gpt2")
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(max_size=100))
+def test_trained_tokenizer_round_trip_any_string(shakespeare_bpe, text):
+    ids = shakespeare_bpe.encode_ordinary(text)
+    assert shakespeare_bpe.decode(ids) == text
+    assert shakespeare_bpe.encode_ordinary_reference(text) == ids

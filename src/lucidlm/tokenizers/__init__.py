@@ -12,7 +12,9 @@ import os
 from pathlib import Path
 
 from lucidlm.tokenizers.bpe import BPETokenizer
+from lucidlm.tokenizers.simple import SMILES_REGEX, CharTokenizer, SmilesTokenizer, tokenize_smiles
 from lucidlm.tokenizers.training import train_bpe, train_bpe_reference
+from lucidlm.tokenizers.wordpiece import BatchEncoding, WordPieceTokenizer
 
 # Registered names -> (asset name, asset file key)
 NAMED_TOKENIZERS: dict[str, tuple[str, str | None]] = {
@@ -47,4 +49,16 @@ def load_tokenizer(name_or_path: str | os.PathLike):
     return load_tokenizer_file(path)
 
 
-__all__ = ["BPETokenizer", "load_tokenizer", "train_bpe", "train_bpe_reference", "NAMED_TOKENIZERS"]
+__all__ = [
+    "BPETokenizer",
+    "BatchEncoding",
+    "CharTokenizer",
+    "NAMED_TOKENIZERS",
+    "SMILES_REGEX",
+    "SmilesTokenizer",
+    "WordPieceTokenizer",
+    "load_tokenizer",
+    "tokenize_smiles",
+    "train_bpe",
+    "train_bpe_reference",
+]

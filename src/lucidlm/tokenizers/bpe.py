@@ -33,6 +33,7 @@ from lucidlm.tokenizers.patterns import resolve_pattern
 FORMAT_NAME = "lucidlm-bpe"
 FORMAT_VERSION = 1
 NO_MERGE = sys.maxsize  # priority of a pair that cannot merge
+SINGLE_BYTES = [bytes([b]) for b in range(256)]  # b"\x00" ... b"\xff", made once
 
 # The fast encoder remembers chunk -> ids. Natural text repeats its words, so most chunks are hits;
 # the bound keeps memory in check on endless streams of unique chunks.
@@ -72,7 +73,7 @@ def bpe_merge(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
     The priority lookup is inlined (``get(a + b)``) because a function call per pair would cost
     more than the lookup itself.
     """
-    parts = [piece[i : i + 1] for i in range(len(piece))]
+    parts = [SINGLE_BYTES[b] for b in piece]
     get = ranks.get
     priorities = [get(a + b, NO_MERGE) for a, b in zip(parts, parts[1:])]
     while priorities:
@@ -92,7 +93,7 @@ def bpe_merge(piece: bytes, ranks: dict[bytes, int]) -> list[bytes]:
 
 def bpe_merge_pairs(piece: bytes, pair_priority: dict[tuple[bytes, bytes], int]) -> list[bytes]:
     """``bpe_merge`` for ``merges`` mode: a pair may merge only if it is a listed merge."""
-    parts = [piece[i : i + 1] for i in range(len(piece))]
+    parts = [SINGLE_BYTES[b] for b in piece]
     get = pair_priority.get
     priorities = [get(pair, NO_MERGE) for pair in zip(parts, parts[1:])]
     while priorities:
@@ -121,7 +122,9 @@ class BPETokenizer:
             (that is what makes the tokenizer *byte-level*: any string can be encoded).
         merges: the merge list, in priority order, as pairs of ids (``merges`` mode); ``None`` for
             tiktoken's ``ranks`` mode, where the vocab ids are the ranks.
-        pattern: split regex or preset name ("gpt2", "cl100k", "o200k"); None means no split.
+        pattern: split regex or preset name ("gpt2", "cl100k", "o200k"); None means no split. May
+            also be a callable text -> chunks (``hf.PreTokenizer``, for Hugging Face pre-tokenizers no
+            single regex expresses); such a tokenizer cannot be saved in lucidlm's JSON format.
         special_tokens: special token string -> id (ids must not collide with the vocab).
         ignore_merges: ``merges`` mode only: a chunk that is itself a token is returned whole
             (Hugging Face's ``ignore_merges``, used by Llama 3).
@@ -133,13 +136,13 @@ class BPETokenizer:
         vocab: dict[int, bytes],
         merges: Sequence[tuple[int, int]] | None = None,
         *,
-        pattern: str | None = "cl100k",
+        pattern: str | Callable[[str], list[str]] | None = "cl100k",
         special_tokens: dict[str, int] | None = None,
         ignore_merges: bool = False,
         name: str = "bpe",
     ) -> None:
         self.name = name
-        self.pattern = resolve_pattern(pattern)
+        self.pattern = pattern if callable(pattern) else resolve_pattern(pattern)
         self.special_tokens = dict(special_tokens or {})
         self.ignore_merges = ignore_merges
         self.vocab = dict(vocab)
@@ -151,7 +154,7 @@ class BPETokenizer:
         self._pair_priority: dict[tuple[bytes, bytes], int] | None = None
         if self.merges is not None:
             self._pair_priority = {(self.vocab[a], self.vocab[b]): r for r, (a, b) in enumerate(self.merges)}
-        self._split = regex.compile(self.pattern).findall if self.pattern else _no_split
+        self._split = _splitter(self.pattern)
         self._decoder = dict(self.vocab)  # id -> bytes, specials included
         for text, i in self.special_tokens.items():
             self._decoder[i] = text.encode("utf-8")
@@ -353,6 +356,11 @@ class BPETokenizer:
     # -- saving and loading lucidlm's own format --------------------------------------------------
 
     def to_dict(self) -> dict:
+        if callable(self.pattern):
+            raise ValueError(
+                f"{self.name} splits text with a Python callable ({self.pattern!r}), which lucidlm's JSON "
+                "format cannot store; save it with lucidlm.tokenizers.hf.to_tokenizer_json instead"
+            )
         return {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -434,7 +442,7 @@ class BPETokenizer:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        self._split = regex.compile(self.pattern).findall if self.pattern else _no_split
+        self._split = _splitter(self.pattern)
         self._special_regex = _alternation(self.special_tokens) if self.special_tokens else None
 
 
@@ -444,6 +452,13 @@ class BPETokenizer:
 
 def _no_split(text: str) -> list[str]:
     return [text] if text else []
+
+
+def _splitter(pattern: str | Callable[[str], list[str]] | None) -> Callable[[str], list[str]]:
+    """text -> chunks: a regex's ``findall``, a callable as it is, or no split at all."""
+    if callable(pattern):
+        return pattern
+    return regex.compile(pattern).findall if pattern else _no_split
 
 
 def _alternation(tokens: Iterable[str]) -> regex.Pattern:

@@ -1,0 +1,77 @@
+"""The command line, as a user runs it: ``lucidlm tokenizer ...`` and ``lucidlm demo``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lucidlm.cli import main
+from lucidlm.tokenizers import load_tokenizer
+
+
+@pytest.fixture()
+def corpus_file(tmp_path):
+    from lucidlm.tokenizers.corpus import tiny_shakespeare
+
+    path = tmp_path / "shakespeare.txt"
+    path.write_text(tiny_shakespeare()[:60_000], encoding="utf-8")
+    return path
+
+
+def test_train_encode_decode_round_trip(tmp_path, corpus_file, capsys):
+    out = tmp_path / "tok.json"
+    assert main(["tokenizer", "train", str(corpus_file), "--vocab-size", "400", "--special", "<|endoftext|>",
+                 "-o", str(out), "--quiet"]) == 0
+    assert "trained 143 merges (vocab 400)" in capsys.readouterr().out
+    tok = load_tokenizer(out)
+    assert main(["tokenizer", "encode", "-t", str(out), "--json", "To be or not<|endoftext|>"]) == 0
+    ids = json.loads(capsys.readouterr().out)
+    assert ids == tok.encode("To be or not<|endoftext|>", allowed_special="all")
+    assert ids[-1] == 399
+    assert main(["tokenizer", "decode", "-t", str(out), *map(str, ids)]) == 0
+    assert capsys.readouterr().out == "To be or not<|endoftext|>\n"
+
+
+def test_encode_matches_tiktoken_ids(capsys):
+    assert main(["tokenizer", "encode", "-t", "cl100k_base", "Hello there"]) == 0
+    assert capsys.readouterr().out.split() == ["9906", "1070"]  # tiktoken's ids for cl100k_base
+
+
+def test_show_prints_boundaries_and_whole_characters(capsys):
+    assert main(["tokenizer", "show", "-t", "cl100k_base", "--color", "never", "a 🌅 b"]) == 0
+    out = capsys.readouterr().out
+    # the sunrise emoji is 4 bytes cut into 3 tokens: shown once, with its bytes per token
+    assert "🌅⟨f0 9f|8c|85⟩" in out
+    assert "\ufffd" not in out
+    assert main(["tokenizer", "show", "-t", "cl100k_base", "--color", "always", "hi there"]) == 0
+    assert "\x1b[" in capsys.readouterr().out
+
+
+def test_stats_lists_compression_and_top_tokens(corpus_file, capsys):
+    assert main(["tokenizer", "stats", "-t", "cl100k_base,o200k_base", "--file", str(corpus_file), "--top", "3"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("bytes/token") == 2 and "most frequent tokens" in out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["tokenizer", "encode", "-t", str(tmp_path / "missing.json"), "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lucidlm: error:") and "Traceback" not in err
+    assert main(["tokenizer", "decode", "-t", "cl100k_base", "1", "99999999"]) == 2
+    assert "unknown token id 99999999" in capsys.readouterr().err
+    bad = tmp_path / "latin1.txt"
+    bad.write_bytes("olé".encode("latin-1"))
+    assert main(["tokenizer", "train", str(bad), "-o", str(tmp_path / "t.json"), "--quiet", "--vocab-size", "300"]) == 2
+    assert "not UTF-8" in capsys.readouterr().err
+    assert main(["tokenizer", "train", str(bad), "-o", str(tmp_path / "t.json"), "--vocab-size", "10"]) == 2
+    assert "too small" in capsys.readouterr().err
+    assert main(["tokenizer", "encode", "-t", "cl100k_base", "--allowed-special", "", "x<|endoftext|>"]) == 2
+    assert "disallowed" in capsys.readouterr().err
+
+
+def test_demo_runs_and_writes_tokenizer(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path), "--vocab-size", "400", "--color", "never"]) == 0
+    out = capsys.readouterr().out
+    assert "cl100k_base" in out and "o200k_base" in out and "bytes/token" in out
+    assert (tmp_path / "tokenizer.json").is_file() and (tmp_path / "tokenizer.vocab").is_file()
