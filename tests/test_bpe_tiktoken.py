@@ -152,3 +152,32 @@ def test_lone_surrogates_become_replacement_like_tiktoken(pair):
     text = "a\ud83db \udc00 ok"
     assert ours.encode(text) == ref.encode(text)
     assert ours.encode_ordinary_reference(text) == ref.encode(text)
+
+
+def _all_code_points() -> list[str]:
+    return [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+
+
+# Each code point in a context where its Unicode class decides the split: a letter joins " A" and
+# the contraction, a digit joins digits, whitespace joins whitespace, a mark or symbol does not.
+# A different Unicode version in the regex engine (see the pin in pyproject.toml) shows up here.
+CODE_POINT_PROBES = {
+    "letter-contraction": lambda c: " A" + c + "'s",
+    "x-space": lambda c: "x" + c + " ",
+    "digit": lambda c: c + "1 ",
+    "doubled": lambda c: c + c + "\n",
+    "case": lambda c: "aB" + c + "c ",
+}
+
+
+@pytest.mark.parametrize("probe", ["letter-contraction"])
+def test_every_code_point_splits_like_tiktoken(pair, probe):
+    ours, ref = pair
+    text = "".join(map(CODE_POINT_PROBES[probe], _all_code_points()))
+    assert ours.encode_ordinary(text) == ref.encode_ordinary(text)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("probe", sorted(set(CODE_POINT_PROBES) - {"letter-contraction"}))
+def test_every_code_point_splits_like_tiktoken_more_contexts(pair, probe):
+    test_every_code_point_splits_like_tiktoken(pair, probe)

@@ -30,6 +30,11 @@ import regex
 
 from lucidlm.tokenizers.patterns import resolve_pattern
 
+try:  # the optional C inner loop (setup.py builds it); the Python path below gives the same ids
+    from lucidlm.tokenizers import _bpe_kernel
+except ImportError:  # pragma: no cover - no compiler at install time
+    _bpe_kernel = None
+
 FORMAT_NAME = "lucidlm-bpe"
 FORMAT_VERSION = 1
 NO_MERGE = sys.maxsize  # priority of a pair that cannot merge
@@ -128,6 +133,9 @@ class BPETokenizer:
         special_tokens: special token string -> id (ids must not collide with the vocab).
         ignore_merges: ``merges`` mode only: a chunk that is itself a token is returned whole
             (Hugging Face's ``ignore_merges``, used by Llama 3).
+        allow_missing_bytes: ``merges`` mode only: accept a vocab without some single-byte tokens
+            (HF-trained vocabularies, e.g. SmolLM2's, lack rare control bytes); such bytes are
+            dropped from a chunk before merging, as Hugging Face's BPE does without an unk_token.
         name: a label shown in listings.
     """
 
@@ -139,16 +147,19 @@ class BPETokenizer:
         pattern: str | Callable[[str], list[str]] | None = "cl100k",
         special_tokens: dict[str, int] | None = None,
         ignore_merges: bool = False,
+        allow_missing_bytes: bool = False,
         name: str = "bpe",
     ) -> None:
         self.name = name
         self.pattern = pattern if callable(pattern) else resolve_pattern(pattern)
         self.special_tokens = dict(special_tokens or {})
         self.ignore_merges = ignore_merges
+        self.allow_missing_bytes = allow_missing_bytes
         self.vocab = dict(vocab)
         self.merges = None if merges is None else [tuple(m) for m in merges]
         self._encoder = {piece: i for i, piece in self.vocab.items()}  # bytes -> id
         self._check_consistency()
+        self._missing_bytes = bytes(b for b in range(256) if bytes([b]) not in self._encoder)
 
         # bytes pair -> priority, for ``merges`` mode
         self._pair_priority: dict[tuple[bytes, bytes], int] | None = None
@@ -160,6 +171,8 @@ class BPETokenizer:
             self._decoder[i] = text.encode("utf-8")
         self._special_regex = _alternation(self.special_tokens) if self.special_tokens else None
         self._cache: dict[str, list[int]] = {}
+        # Use the C inner loop when it was built; LUCIDLM_NO_KERNEL=1 or use_kernel=False turns it off.
+        self.use_kernel = _bpe_kernel is not None and not os.environ.get("LUCIDLM_NO_KERNEL")
 
     # -- construction checks --------------------------------------------------------------------
 
@@ -167,7 +180,7 @@ class BPETokenizer:
         if len(self._encoder) != len(self.vocab):
             raise ValueError("vocab maps two ids to the same bytes; every token must be unique")
         missing = [b for b in range(256) if bytes([b]) not in self._encoder]
-        if missing:
+        if missing and not (self.allow_missing_bytes and self.merges is not None):
             raise ValueError(
                 f"vocab lacks {len(missing)} of the 256 single-byte tokens (e.g. byte {missing[0]}); "
                 "a byte-level BPE needs all of them to encode any text"
@@ -232,12 +245,15 @@ class BPETokenizer:
             return [token] if token is not None else [encoder[p] for p in bpe_merge(piece, encoder)]
         if self.ignore_merges and piece in encoder:
             return [encoder[piece]]
+        if self._missing_bytes:  # bytes without a token are dropped before merging (HF's BPE)
+            piece = piece.translate(None, self._missing_bytes)
         return [encoder[p] for p in bpe_merge_pairs(piece, self._pair_priority)]
 
     def _encode_chunk_reference(self, chunk: str) -> list[int]:
         piece = chunk.encode("utf-8")
         if (self.merges is None or self.ignore_merges) and piece in self._encoder:
             return [self._encoder[piece]]
+        piece = piece.translate(None, self._missing_bytes)
         return [self._encoder[p] for p in bpe_merge_reference(piece, self._priority_function())]
 
     def encode_ordinary(self, text: str) -> list[int]:
@@ -251,6 +267,25 @@ class BPETokenizer:
             return self._encode_ordinary(_replace_surrogates(text))
 
     def _encode_ordinary(self, text: str) -> list[int]:
+        if self.use_kernel and _bpe_kernel is not None and not self._has_missing_bytes(text):
+            chunks = self._split(text)
+            whole_first = self._pair_priority is None or self.ignore_merges
+            return _bpe_kernel.encode_chunks(
+                chunks if isinstance(chunks, list) else list(chunks),
+                self._cache, self._encoder, self._pair_priority, whole_first, CACHE_MAX_ENTRIES,
+            )
+        return self._encode_ordinary_python(text)
+
+    def _has_missing_bytes(self, text: str) -> bool:
+        """Does the text hold a byte that has no token (``allow_missing_bytes``)? The C kernel
+        assumes every byte is a token, so such texts take the Python path, which drops them."""
+        if not self._missing_bytes:
+            return False
+        data = text.encode("utf-8")
+        return len(data.translate(None, self._missing_bytes)) != len(data)
+
+    def _encode_ordinary_python(self, text: str) -> list[int]:
+        """The fast path in Python: split, then cached per-chunk BPE (what the C kernel does too)."""
         ids: list[int] = []
         cache = self._cache
         get = cache.get
@@ -368,6 +403,7 @@ class BPETokenizer:
             "pattern": self.pattern,
             "mode": self.mode,
             "ignore_merges": self.ignore_merges,
+            "allow_missing_bytes": self.allow_missing_bytes,
             "special_tokens": self.special_tokens,
             # ids with base64 bytes: exact for any bytes, including partial UTF-8 sequences.
             "vocab": [[i, base64.b64encode(p).decode("ascii")] for i, p in sorted(self.vocab.items())],
@@ -413,6 +449,7 @@ class BPETokenizer:
                 pattern=data["pattern"],
                 special_tokens={str(k): int(v) for k, v in data["special_tokens"].items()},
                 ignore_merges=bool(data.get("ignore_merges", False)),
+                allow_missing_bytes=bool(data.get("allow_missing_bytes", False)),
                 name=str(data.get("name", "bpe")),
             )
         except (KeyError, TypeError, ValueError, regex.error) as exc:
