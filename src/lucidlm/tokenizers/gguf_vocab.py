@@ -16,7 +16,7 @@ ones only when the caller asks, ``parse_special``). Here both become ``special_t
 llama.cpp matches user-defined tokens even without ``parse_special``.)
 
 The pre-tokenizer names map to the Hugging Face pre-tokenizer of the model that was converted
-(llama.cpp re-implements those regexes in C++; we use HF's originals, see ``hf.PreTokenizer``),
+(llama.cpp re-implements those regexes in C++; we use HF's originals, see ``pretokenizers.PreTokenizer``),
 so a GGUF tokenizer encodes like the ``tokenizer.json`` it came from.
 """
 
@@ -26,14 +26,8 @@ import os
 import struct
 from pathlib import Path
 
-from lucidlm.tokenizers.hf import (
-    LLAMA3_PATTERN,
-    QWEN2_PATTERN,
-    PreTokenizer,
-    PretrainedBPETokenizer,
-    _template_json,
-    token_to_bytes,
-)
+from lucidlm.tokenizers.hf import PretrainedBPETokenizer, _template_json, token_to_bytes
+from lucidlm.tokenizers.pretokenizers import LLAMA3_PATTERN, QWEN2_PATTERN, PreTokenizer
 
 TOKEN_TYPES = {1: "normal", 2: "unknown", 3: "control", 4: "user_defined", 5: "unused", 6: "byte"}
 SPECIAL_TYPES = {2, 3, 4}  # token types matched as whole tokens in text: our special tokens

@@ -10,34 +10,34 @@ Byte-level BPE works on bytes, but the JSON stores tokens as strings, so GPT-2 m
 256 bytes to a printable character (``bytes_to_unicode``): " hello" is stored as "Ġhello". We undo
 that mapping on reading and apply it on writing; lucidlm itself works on real bytes.
 
-The pre-tokenizer is the subtle part. ``BPETokenizer`` splits text with one regex, but HF applies a
-*sequence* of splits, each inside the pieces of the one before: SmolLM2 first cuts every digit out
-(``Digits``), then runs the GPT-2 regex inside each remaining piece. ``PreTokenizer`` is that
-sequence, written the way HF runs it (the reference). For the configurations real models use we
-also know one regex that gives the same chunks (the fast path, and what ``BPETokenizer`` stores);
-tests check the two agree. When no single regex exists (a normalizer, ``add_prefix_space``, or an
-unusual sequence) the ``PreTokenizer`` itself is the tokenizer's splitter.
-
-Regexes in tokenizer.json are Oniguruma's dialect (Ruby syntax), which differs from Python's
-``regex`` in a few places that matter: ``$`` and ``^`` are line anchors, and ``\\p{N}{1,3}+`` means
-``(\\p{N}{1,3})+`` rather than a possessive repeat. ``onig_to_python``/``python_to_onig`` translate.
-Unicode versions differ too: the ``regex`` module knows letters and digits added in Unicode 16-17
-that HF's Oniguruma does not (about 17k code points, all unassigned in Unicode 14), so text using
-those newest characters can split differently than in HF.
+The pre-tokenizer is the subtle part; it lives in ``pretokenizers.py`` (``PreTokenizer``). The
+regexes in tokenizer.json are Oniguruma's dialect, not Python's; ``hf_regex.py`` translates them.
+Both are re-exported here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 
-import regex
-
 from lucidlm.tokenizers.bpe import BPETokenizer, _atomic_write_text
-from lucidlm.tokenizers.patterns import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
+
+# ``name as name``: re-exported, so code and tests that import these from ``hf`` keep working.
+from lucidlm.tokenizers.hf_regex import onig_to_python as onig_to_python
+from lucidlm.tokenizers.hf_regex import python_to_onig
+from lucidlm.tokenizers.pretokenizers import BEHAVIORS as BEHAVIORS
+from lucidlm.tokenizers.pretokenizers import (
+    COVERING_PATTERNS,
+    DIGITS_THEN_BYTELEVEL,
+    HF_BYTELEVEL_PATTERN,
+    PreTokenizer,
+    _type_name,
+)
+from lucidlm.tokenizers.pretokenizers import LLAMA3_PATTERN as LLAMA3_PATTERN
+from lucidlm.tokenizers.pretokenizers import QWEN2_PATTERN as QWEN2_PATTERN
+from lucidlm.tokenizers.pretokenizers import _Split as _Split
 
 # ----------------------------------------------------------------------------------------------
 # 1. GPT-2's byte <-> character table
@@ -88,517 +88,7 @@ def token_to_bytes(token: str) -> bytes:
 
 
 # ----------------------------------------------------------------------------------------------
-# 2. Two regex dialects: Oniguruma (HF, Ruby syntax) and Python's ``regex``
-
-_INTERVAL = regex.compile(r"\{\d*(?:,\d*)?\}")
-_GROUP_OPEN = regex.compile(
-    r"\(\?(?:(?P<look>[:=!>]|<=|<!)|P?<(?P<name>\w+)>|'(?P<qname>\w+)'|(?P<flags>[a-zA-Z]*(?:-[a-zA-Z]*)?)(?P<end>[:)]))"
-)
-
-
-def onig_to_python(pattern: str) -> str:
-    """An Oniguruma (Ruby syntax) regex from tokenizer.json -> the same regex for Python's ``regex``.
-
-    >>> onig_to_python(r"\\p{N}{1,3}+|\\s+$")
-    '(?:\\\\p{N}{1,3})+|\\\\s+(?=\\\\n|\\\\Z)'
-    """
-    return _translate(pattern, to="python")
-
-
-def python_to_onig(pattern: str) -> str:
-    """A Python ``regex`` pattern -> the same regex in Oniguruma's Ruby syntax (for tokenizer.json).
-
-    >>> python_to_onig(r"\\p{N}{1,3}+|\\s++$")
-    '(?>\\\\p{N}{1,3})|\\\\s++\\\\Z'
-    """
-    return _translate(pattern, to="onig")
-
-
-def _translate(pattern: str, *, to: str) -> str:
-    """Rewrite the constructs whose meaning differs between the dialects; copy everything else.
-
-    Differences handled (Python meaning <-> Oniguruma meaning):
-      ``$``  end, or before a final newline    <-> before any newline (Onig: ``\\Z``)
-      ``^``  start of text                     <-> start of any line (Onig: ``\\A``)
-      ``\\Z`` end of text                       <-> end, or before a final newline (Onig: ``\\z``)
-      ``X{m,n}+`` possessive repeat            <-> one or more runs of ``X{m,n}``
-      ``(?s)`` dot matches newline             <-> spelled ``(?m)`` in Ruby syntax
-      ``\\x{HH}``, ``\\h`` (hex digit)  Oniguruma only;  ``\\U0001F600``, ``\\N{name}``  Python only
-    Capture groups become non-capturing: ``BPETokenizer`` uses ``findall``, which would return the
-    groups instead of the whole match. Not handled: ``\\w`` differs on 8 characters (Python counts
-    U+200C/U+200D as word characters, Oniguruma counts ¹²³¼½¾), and backreferences (refused).
-    """
-    out: list[str] = []
-    groups: list[int] = []  # index in ``out`` where each open group starts
-    atom: int | None = None  # index in ``out`` where the last quantifiable item starts
-    i, n = 0, len(pattern)
-    while i < n:
-        c = pattern[i]
-        if c == "\\":
-            j = _escape_end(pattern, i)
-            atom = len(out)
-            out.append(_translate_escape(pattern[i:j], to, in_class=False))
-            i = j
-        elif c == "[":
-            j, text = _translate_class(pattern, i, to)
-            atom = len(out)
-            out.append(text)
-            i = j
-        elif c == "(":
-            m = _GROUP_OPEN.match(pattern, i)
-            if not pattern.startswith("(?", i):
-                groups.append(len(out))
-                out.append("(?:")
-                i += 1
-            elif m is None:
-                raise ValueError(f"regex {pattern!r}: unsupported group syntax at index {i}")
-            elif m.group("look"):
-                groups.append(len(out))
-                out.append(m.group())
-                i = m.end()
-            elif m.group("name") or m.group("qname"):
-                groups.append(len(out))
-                out.append("(?:")
-                i = m.end()
-            else:
-                flags = "".join(_translate_flag(f, to, pattern) if f != "-" else f for f in m.group("flags"))
-                if m.group("end") == ":":
-                    groups.append(len(out))
-                    atom = None
-                out.append(f"(?{flags}{m.group('end')}")
-                i = m.end()
-        elif c == ")":
-            if not groups:
-                raise ValueError(f"regex {pattern!r}: unbalanced ')' at index {i}")
-            atom = groups.pop()
-            out.append(")")
-            i += 1
-        elif c == "{" and (m := _INTERVAL.match(pattern, i)) and m.group() != "{}":
-            out.append(m.group())
-            i = m.end()
-            if i < n and pattern[i] == "+" and atom is not None:
-                body = "".join(out[atom:])
-                del out[atom:]
-                out.append(f"(?>{body})" if to == "onig" else f"(?:{body})+")
-                i += 1
-        elif c in "$^":
-            if to == "onig":
-                out.append(r"\Z" if c == "$" else r"\A")
-            else:
-                out.append(r"(?=\n|\Z)" if c == "$" else r"(?m:^)")
-            atom = None
-            i += 1
-        else:
-            if c not in "*+?|":
-                atom = len(out)
-            elif c == "|":
-                atom = None
-            out.append(c)
-            i += 1
-    if groups:
-        raise ValueError(f"regex {pattern!r}: unbalanced '('")
-    return "".join(out)
-
-
-def _translate_flag(flag: str, to: str, pattern: str) -> str:
-    source = "onig" if to == "python" else "python"
-    table = {"onig": {"i": "i", "m": "s", "x": "x"}, "python": {"i": "i", "s": "m", "x": "x"}}[source]
-    if flag not in table:
-        raise ValueError(
-            f"regex {pattern!r}: the inline flag {flag!r} has no equivalent in the other dialect"
-        )
-    return table[flag]
-
-
-def _escape_end(pattern: str, i: int) -> int:
-    """Index just past the escape sequence starting at ``pattern[i] == '\\\\'``."""
-    if i + 1 >= len(pattern):
-        raise ValueError(f"regex {pattern!r} ends with a lone backslash")
-    c = pattern[i + 1]
-    if c in "pPxN" and pattern.startswith("{", i + 2):
-        end = pattern.find("}", i + 2)
-        if end < 0:
-            raise ValueError(f"regex {pattern!r}: unterminated \\{c}{{ at index {i}")
-        return end + 1
-    if c in "pP":
-        return i + 3
-    if c == "x":
-        return i + 4
-    if c == "u":
-        return i + 6
-    if c == "U":
-        return i + 10
-    if c.isdigit() and c != "0" or c in "kg":
-        raise ValueError(f"regex {pattern!r}: backreferences are not supported (index {i})")
-    return i + 2
-
-
-def _translate_escape(esc: str, to: str, *, in_class: bool) -> str:
-    kind = esc[1]
-    if kind == "x" and esc.startswith(r"\x{"):
-        cp = int(esc[3:-1], 16)
-        return f"\\U{cp:08X}" if to == "python" else esc
-    if kind == "U" and to == "onig":
-        return f"\\x{{{int(esc[2:], 16):X}}}"
-    if kind == "N" and to == "onig":
-        return f"\\x{{{ord(unicodedata.lookup(esc[3:-1])):X}}}"
-    if to == "python" and kind in "hH":  # Oniguruma's hex-digit class
-        if in_class:
-            if kind == "H":
-                raise ValueError(r"\H inside a character class has no Python equivalent")
-            return "0-9a-fA-F"
-        return "[0-9a-fA-F]" if kind == "h" else "[^0-9a-fA-F]"
-    if not in_class and kind == "Z":
-        return r"\z" if to == "onig" else r"(?=\n?\Z)"
-    if not in_class and kind == "z" and to == "python":
-        return r"\Z"
-    return esc
-
-
-def _translate_class(pattern: str, i: int, to: str) -> tuple[int, str]:
-    """Translate the character class starting at ``pattern[i] == '['``; return (end, text)."""
-    out = ["["]
-    j = i + 1
-    if pattern.startswith("^", j):
-        out.append("^")
-        j += 1
-    if pattern.startswith("]", j):  # a ']' first in the class is a literal
-        out.append("]")
-        j += 1
-    while j < len(pattern):
-        c = pattern[j]
-        if c == "]":
-            out.append("]")
-            return j + 1, "".join(out)
-        if c == "\\":
-            k = _escape_end(pattern, j)
-            out.append(_translate_escape(pattern[j:k], to, in_class=True))
-            j = k
-        elif c == "[":
-            m = regex.match(r"\[:\^?\w+:\]", pattern[j:])
-            if not m:
-                raise ValueError(f"regex {pattern!r}: nested character classes are not supported (index {j})")
-            out.append(m.group())
-            j += m.end()
-        elif pattern.startswith("&&", j):
-            raise ValueError(f"regex {pattern!r}: class intersection '&&' is not supported (index {j})")
-        else:
-            out.append(c)
-            j += 1
-    raise ValueError(f"regex {pattern!r}: unterminated character class at index {i}")
-
-
-# ----------------------------------------------------------------------------------------------
-# 3. The pre-tokenizer: HF's sequence of splits, and one regex that does the same when possible
-
-# The regex inside HF's ByteLevel pre-tokenizer (tokenizers/src/pre_tokenizers/byte_level.rs).
-# It splits exactly like lucidlm's GPT2_PATTERN (tiktoken's spelling, tuned for speed).
-HF_BYTELEVEL_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-
-# Digits(individual_digits=true) then the ByteLevel regex inside each piece (SmolLM2, StarCoder),
-# as one regex. Inside a piece, a piece boundary acts like the end of the text, and every digit
-# is a boundary. So: (1) a digit is always a chunk of its own; (2) "\s+(?!\S)" must also stop
-# before a digit: "(?!\S)" becomes "(?![^\s\p{N}])"; (3) " ?\p{N}+" can no longer match.
-# With individual_digits=false runs of digits stay together: "\p{N}+".
-_AFTER_DIGITS = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?[^\s\p{L}\p{N}]+|\s+(?![^\s\p{N}])|\s+"""
-DIGITS_THEN_BYTELEVEL = {True: r"\p{N}|" + _AFTER_DIGITS, False: r"\p{N}+|" + _AFTER_DIGITS}
-
-# Llama 3 and Qwen2 as written in their tokenizer.json (Oniguruma; also valid Python).
-LLAMA3_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
-QWEN2_PATTERN = (
-    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"""
-    r"""|\s*[\r\n]+|\s+(?!\S)|\s+"""
-)
-
-# Regexes known to match somewhere at every position of any text (every character is a letter,
-# a digit, whitespace or "other"), so an Isolated split by them never leaves gaps.
-COVERING_PATTERNS = frozenset(
-    [HF_BYTELEVEL_PATTERN, GPT2_PATTERN, CL100K_PATTERN, O200K_PATTERN, LLAMA3_PATTERN, QWEN2_PATTERN]
-    + list(DIGITS_THEN_BYTELEVEL.values())
-)
-
-BEHAVIORS = {  # tokenizer.json spelling -> ours
-    "Removed": "removed",
-    "Isolated": "isolated",
-    "MergedWithPrevious": "merged_with_previous",
-    "MergedWithNext": "merged_with_next",
-    "Contiguous": "contiguous",
-}
-_PREFIX_SPACE = "prefix_space"  # the step of ByteLevel(add_prefix_space=true)
-
-
-class _Split:
-    """One regex split with an HF delimiter behavior (``normalizer.rs: NormalizedString::split``)."""
-
-    def __init__(self, pattern: str, behavior: str = "isolated", invert: bool = False) -> None:
-        self.pattern, self.behavior, self.invert = pattern, behavior, invert
-        try:
-            self._regex = regex.compile(pattern)
-        except regex.error as exc:
-            raise ValueError(f"pre-tokenizer regex {pattern!r} does not compile: {exc}") from None
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Split) and (self.pattern, self.behavior, self.invert) == (
-            other.pattern,
-            other.behavior,
-            other.invert,
-        )
-
-    def split(self, text: str) -> list[str]:
-        spans = []  # (start, end, is_match) covering the text
-        pos = 0
-        for m in self._regex.finditer(text):
-            if m.start() > pos:
-                spans.append((pos, m.start(), False))
-            spans.append((m.start(), m.end(), True))
-            pos = m.end()
-        if pos < len(text):
-            spans.append((pos, len(text), False))
-        if self.invert:
-            spans = [(a, b, not is_match) for a, b, is_match in spans]
-        out: list[list[int]] = []
-        previous_match = False
-        if self.behavior == "isolated":
-            out = [[a, b] for a, b, _ in spans]
-        elif self.behavior == "removed":
-            out = [[a, b] for a, b, is_match in spans if not is_match]
-        elif self.behavior == "merged_with_previous":  # a match joins the gap before it
-            for a, b, is_match in spans:
-                if is_match and not previous_match and out:
-                    out[-1][1] = b
-                else:
-                    out.append([a, b])
-                previous_match = is_match
-        elif self.behavior == "merged_with_next":  # a match joins the gap after it
-            for a, b, is_match in reversed(spans):
-                if is_match and not previous_match and out:
-                    out[-1][0] = a
-                else:
-                    out.append([a, b])
-                previous_match = is_match
-            out.reverse()
-        else:  # contiguous: adjacent matches become one piece
-            for a, b, is_match in spans:
-                if is_match == previous_match and out:
-                    out[-1][1] = b
-                else:
-                    out.append([a, b])
-                previous_match = is_match
-        return [text[a:b] for a, b in out if b > a]  # HF drops empty pieces
-
-    def as_findall_regex(self) -> str | None:
-        """A regex whose ``findall`` gives the same pieces, or None.
-
-        A "gap" (text where the pattern P finds no match) is ``(?:(?!P)[\\s\\S])+``: characters at
-        which P cannot start. Only valid if P never matches the empty string.
-        """
-        p = self.pattern
-        if _matches_empty(p):
-            return None
-        gap = f"(?:(?!(?:{p}))[\\s\\S])+"
-        if self.invert:
-            return {"isolated": f"(?:{p})|{gap}", "removed": p}.get(self.behavior)
-        if self.behavior == "isolated":
-            return p if p in COVERING_PATTERNS else f"(?:{p})|{gap}"
-        return {
-            "removed": gap,
-            "merged_with_previous": f"{gap}(?:{p})?|(?:{p})",
-            "merged_with_next": f"(?:{p})(?:(?!(?:{p}))[\\s\\S])*|{gap}",
-            "contiguous": f"(?:{p})+|{gap}",
-        }[self.behavior]
-
-
-def _matches_empty(pattern: str) -> bool:
-    """Can the pattern match the empty string? (Probed on a few texts: a heuristic, not a proof.)"""
-    compiled = regex.compile(pattern)
-    return any(
-        m.start() == m.end()
-        for probe in ("", "a", " ", "\n", "1", ".", "a b")
-        for m in compiled.finditer(probe)
-    )
-
-
-class PreTokenizer:
-    """A tokenizer.json normalizer + pre-tokenizer as a function: text -> chunks.
-
-    ``reference(text)`` runs the steps one after another, the way HF does. ``split_regex`` is a
-    single regex whose ``findall`` gives the same chunks (ignoring the normalizer), or None if we
-    know none. ``as_pattern()`` is what ``BPETokenizer(pattern=...)`` should get.
-
-    Supported: normalizers NFC/NFD/NFKC/NFKD, Lowercase, Replace, Prepend, Strip, Sequence;
-    pre-tokenizers ByteLevel (last), Split, Digits, Whitespace, WhitespaceSplit, Sequence.
-    """
-
-    def __init__(self, normalizer: dict | None, pre_tokenizer: dict | None) -> None:
-        self.normalizer_json, self.pre_tokenizer_json = normalizer, pre_tokenizer
-        self.normalizers: list[tuple] = []
-        self._add_normalizer(normalizer)
-        self.steps: list[_Split | str] = []
-        self._add_pre_tokenizer(pre_tokenizer)
-        if not self.steps or not self._ends_with_byte_level:
-            raise ValueError(
-                f"pre-tokenizer {_type_name(pre_tokenizer)} does not end with ByteLevel: lucidlm reads "
-                "byte-level BPE only (ByteLevel must be the last pre-tokenizer)"
-            )
-        self.split_regex = self._compose()
-        fast = self.split_regex is not None and _PREFIX_SPACE not in self.steps
-        self._fast = regex.compile(self.split_regex).findall if fast else None
-
-    # -- building from JSON -----------------------------------------------------------------------
-
-    def _add_normalizer(self, spec: dict | None) -> None:
-        if spec is None:
-            return
-        kind = spec.get("type")
-        if kind == "Sequence":
-            for sub in spec.get("normalizers", []):
-                self._add_normalizer(sub)
-        elif kind in ("NFC", "NFD", "NFKC", "NFKD"):
-            self.normalizers.append(("unicode", kind))
-        elif kind == "Lowercase":
-            self.normalizers.append(("lowercase",))
-        elif kind == "Replace":
-            self.normalizers.append(
-                ("replace", regex.compile(_pattern_from_json(spec["pattern"])), spec["content"])
-            )
-        elif kind == "Prepend":
-            self.normalizers.append(("prepend", spec["prepend"]))
-        elif kind == "Strip":
-            self.normalizers.append(("strip", bool(spec.get("strip_left")), bool(spec.get("strip_right"))))
-        else:
-            raise ValueError(
-                f"normalizer {kind!r} is not supported; lucidlm applies NFC, NFD, NFKC, NFKD, Lowercase, "
-                "Replace, Prepend, Strip and Sequence"
-            )
-
-    def _add_pre_tokenizer(self, spec: dict | None) -> None:
-        if spec is None:
-            return
-        if self._ends_with_byte_level:
-            raise ValueError(
-                "ByteLevel must be the last pre-tokenizer: steps after it would see mapped bytes"
-            )
-        kind = spec.get("type")
-        if kind == "Sequence":
-            for sub in spec.get("pretokenizers", []):
-                self._add_pre_tokenizer(sub)
-        elif kind == "ByteLevel":
-            if spec.get("add_prefix_space", False):
-                self.steps.append(_PREFIX_SPACE)
-            if spec.get("use_regex", True):
-                self.steps.append(_Split(HF_BYTELEVEL_PATTERN))
-            self.steps.append("byte_level")
-        elif kind == "Split":
-            behavior = BEHAVIORS.get(spec.get("behavior"))
-            if behavior is None:
-                raise ValueError(f"Split behavior {spec.get('behavior')!r} is not one of {sorted(BEHAVIORS)}")
-            self.steps.append(_Split(_pattern_from_json(spec["pattern"]), behavior, bool(spec.get("invert"))))
-        elif kind == "Digits":
-            individual = bool(spec.get("individual_digits", False))
-            self.steps.append(_Split(r"\p{N}" if individual else r"\p{N}+"))
-        elif kind == "Whitespace":
-            self.steps.append(_Split(r"\w+|[^\w\s]+", "removed", invert=True))
-        elif kind == "WhitespaceSplit":
-            self.steps.append(_Split(r"\s+", "removed"))
-        else:
-            raise ValueError(
-                f"pre-tokenizer {kind!r} is not supported; lucidlm reads ByteLevel, Split, Digits, "
-                "Whitespace, WhitespaceSplit and Sequence"
-            )
-
-    @property
-    def _ends_with_byte_level(self) -> bool:
-        return bool(self.steps) and self.steps[-1] == "byte_level"
-
-    def _compose(self) -> str | None:
-        splits = [s for s in self.steps if isinstance(s, _Split)]
-        if not splits:
-            return None  # one chunk per text: BPETokenizer's pattern=None
-        if len(splits) == 1:
-            return splits[0].as_findall_regex()
-        if len(splits) == 2 and splits[1] == _Split(HF_BYTELEVEL_PATTERN):
-            for individual, digits in ((True, r"\p{N}"), (False, r"\p{N}+")):
-                if splits[0] == _Split(digits):
-                    return DIGITS_THEN_BYTELEVEL[individual]
-        return None
-
-    def as_pattern(self) -> str | None | PreTokenizer:
-        """One regex when that is all it takes, None when there is no split at all, else ``self``."""
-        if self.normalizers or _PREFIX_SPACE in self.steps:
-            return self
-        if not any(isinstance(step, _Split) for step in self.steps):
-            return None
-        return self.split_regex if self.split_regex is not None else self
-
-    # -- running ----------------------------------------------------------------------------------
-
-    def normalize(self, text: str) -> str:
-        for step in self.normalizers:
-            kind = step[0]
-            if kind == "unicode":
-                text = unicodedata.normalize(step[1], text)
-            elif kind == "lowercase":  # HF lowercases char by char: no final-sigma rule
-                text = "".join([c.lower() for c in text])
-            elif kind == "replace":
-                text = step[1].sub(lambda _m, content=step[2]: content, text)
-            elif kind == "prepend":
-                text = step[1] + text if text else text
-            else:  # strip: HF strips Unicode White_Space, which is what regex's \s matches
-                text = regex.sub(r"^\s+", "", text) if step[1] else text
-                text = regex.sub(r"\s+$", "", text) if step[2] else text
-        return text
-
-    def reference(self, text: str) -> list[str]:
-        """Normalize, then apply each step to every piece of the previous one, as HF does."""
-        text = self.normalize(text)
-        pieces = [text] if text else []
-        for step in self.steps:
-            if step == _PREFIX_SPACE:
-                pieces = [p if p.startswith(" ") else " " + p for p in pieces]
-            elif isinstance(step, _Split):
-                pieces = [q for p in pieces for q in step.split(p)]
-        return pieces
-
-    def __call__(self, text: str) -> list[str]:
-        if self._fast is not None:
-            return self._fast(self.normalize(text))
-        return self.reference(text)
-
-    def __repr__(self) -> str:
-        return f"PreTokenizer({_type_name(self.pre_tokenizer_json)}, normalizer={_type_name(self.normalizer_json)})"
-
-    def __getstate__(self) -> dict:
-        return {"normalizer": self.normalizer_json, "pre_tokenizer": self.pre_tokenizer_json}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__init__(state["normalizer"], state["pre_tokenizer"])
-
-
-def _pattern_from_json(spec: dict) -> str:
-    """A Split/Replace ``pattern``: {"Regex": onig regex} or {"String": literal}."""
-    if not isinstance(spec, dict) or len(spec) != 1:
-        raise ValueError(f"pattern {spec!r} is neither {{'Regex': ...}} nor {{'String': ...}}")
-    if "String" in spec:
-        return regex.escape(spec["String"])
-    if "Regex" in spec:
-        return onig_to_python(spec["Regex"])
-    raise ValueError(f"pattern {spec!r} is neither {{'Regex': ...}} nor {{'String': ...}}")
-
-
-def _type_name(spec: dict | None) -> str:
-    if spec is None:
-        return "None"
-    if spec.get("type") == "Sequence":
-        subs = spec.get("pretokenizers", spec.get("normalizers", []))
-        return "Sequence[" + ", ".join(_type_name(s) for s in subs) + "]"
-    return str(spec.get("type"))
-
-
-# ----------------------------------------------------------------------------------------------
-# 4. A BPETokenizer that remembers what the model's files say
+# 2. A BPETokenizer that remembers what the model's files say
 
 
 class PretrainedBPETokenizer(BPETokenizer):
@@ -651,7 +141,7 @@ class PretrainedBPETokenizer(BPETokenizer):
 
 
 # ----------------------------------------------------------------------------------------------
-# 5. Reading tokenizer.json
+# 3. Reading tokenizer.json
 
 
 def from_tokenizer_json(source: str | os.PathLike | dict) -> PretrainedBPETokenizer:
@@ -839,7 +329,7 @@ def _read_config(folder: Path | None, added: dict[str, int], vocab: dict[int, by
 
 
 # ----------------------------------------------------------------------------------------------
-# 6. Writing tokenizer.json
+# 4. Writing tokenizer.json
 
 
 def merges_from_ranks(vocab: dict[int, bytes]) -> list[tuple[int, int]]:
