@@ -120,10 +120,12 @@ def test_vocab_size_and_token_bytes(pair):
         assert ours.token_bytes(i) == ref.decode_single_token_bytes(i)
 
 
-def test_encode_batch_matches_single(pair, mixed_corpus):
+def test_encode_batch_matches_single(pair, mixed_corpus, monkeypatch):
+    from lucidlm.tokenizers import parallel
+
     ours, ref = pair
     lines = mixed_corpus.splitlines(keepends=True)
-    # Large enough to go through worker processes.
+    monkeypatch.setattr(parallel, "MIN_CHARS_FOR_WORKERS", 0)  # go through worker processes
     assert ours.encode_batch(lines, num_workers=2) == ref.encode_ordinary_batch(lines)
     assert ours.encode_batch(lines[:10], num_workers=1) == [ref.encode(x) for x in lines[:10]]
     with pytest.raises(TypeError):
