@@ -75,3 +75,14 @@ def test_demo_runs_and_writes_tokenizer(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "cl100k_base" in out and "o200k_base" in out and "bytes/token" in out
     assert (tmp_path / "tokenizer.json").is_file() and (tmp_path / "tokenizer.vocab").is_file()
+
+
+def test_show_and_stats_work_for_wordpiece_and_char_tokenizers(tmp_path, capsys):
+    assert main(["tokenizer", "show", "-t", "all-minilm-l6-v2", "--color", "never", "--ids", "Hello wörld"]) == 0
+    out = capsys.readouterr().out
+    assert "[CLS]|hello|world|[SEP]" in out and "7592  hello" in out  # ids from HF's tokenizer
+    from lucidlm.tokenizers import CharTokenizer
+
+    path = CharTokenizer.from_text("hello world").save(tmp_path / "chars.json")
+    assert main(["tokenizer", "stats", "-t", str(path), "--top", "2", "hello"]) == 0
+    assert "tokens/word 5.000" in capsys.readouterr().out

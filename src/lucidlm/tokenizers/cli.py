@@ -69,9 +69,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
+    from lucidlm.tokenizers.show import encode_for_display
+
     tok = _load(args)
-    text = _read_text(args)
-    ids = tok.encode(text, allowed_special=_allowed(args)) if hasattr(tok, "special_tokens") else tok.encode(text)
+    ids = encode_for_display(tok, _read_text(args), _allowed(args))
     print(json.dumps(ids) if args.json else " ".join(map(str, ids)))
     return 0
 
@@ -89,18 +90,17 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from lucidlm.tokenizers.bpe import render_piece
-    from lucidlm.tokenizers.show import render_tokens
+    from lucidlm.tokenizers.show import encode_for_display, render_tokens, token_label
 
     tok = _load(args)
     text = _read_text(args)
     color = sys.stdout.isatty() if args.color == "auto" else args.color == "always"
     print(render_tokens(tok, text, color=color, whitespace=not args.raw, allowed_special=_allowed(args)))
-    ids = tok.encode(text, allowed_special=_allowed(args))
+    ids = encode_for_display(tok, text, _allowed(args))
     print(f"\n{len(text.encode('utf-8'))} bytes -> {len(ids)} tokens")
     if args.ids:
         for i in ids:
-            print(f"{i:>8}  {render_piece(tok.token_bytes(i))}")
+            print(f"{i:>8}  {token_label(tok, i)}")
     return 0
 
 

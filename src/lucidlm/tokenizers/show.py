@@ -45,9 +45,33 @@ def _paint(text: str, token_index: int, color: bool) -> str:
     return f"\x1b[30;48;5;{PALETTE[token_index % len(PALETTE)]}m{text}{RESET}"
 
 
+def encode_for_display(tokenizer, text: str, allowed_special="all") -> list[int]:
+    """Ids as a user of this tokenizer gets them: byte-level BPE with the given special-token rule,
+    other tokenizers (WordPiece, characters, SMILES) with their own defaults."""
+    from lucidlm.tokenizers.bpe import BPETokenizer
+
+    if isinstance(tokenizer, BPETokenizer):
+        return tokenizer.encode(text, allowed_special=allowed_special) if allowed_special else tokenizer.encode(text)
+    return tokenizer.encode(text)
+
+
+def token_label(tokenizer, token_id: int) -> str:
+    """A token shown readably: its bytes for byte-level BPE, its vocabulary string otherwise."""
+    from lucidlm.tokenizers.bpe import render_piece
+
+    if hasattr(tokenizer, "token_bytes"):
+        return render_piece(tokenizer.token_bytes(token_id))
+    return tokenizer.id_to_token(token_id)
+
+
 def render_tokens(tokenizer, text: str, *, color: bool = True, whitespace: bool = True, allowed_special="all") -> str:
     """The text with each token shown in its own color (or between ``|`` when ``color=False``)."""
-    ids = tokenizer.encode(text, allowed_special=allowed_special) if allowed_special else tokenizer.encode(text)
+    ids = encode_for_display(tokenizer, text, allowed_special)
+    if not hasattr(tokenizer, "token_bytes"):
+        # WordPiece and friends normalise the text (lowercase, accents, [CLS]...), so tokens do not
+        # map back onto the input bytes: show the token strings themselves.
+        pieces = ["".join(_visible(ch, whitespace) for ch in tokenizer.id_to_token(i)) for i in ids]
+        return ("" if color else "|").join(_paint(p, k, color) for k, p in enumerate(pieces))
     data = b"".join(tokenizer.token_bytes(i) for i in ids)
     starts = [s for s, _ in token_spans(tokenizer, ids)]
     # which token owns each byte
@@ -103,7 +127,7 @@ class TokenStats:
 def token_stats(tokenizer, text: str, *, top: int = 20, ids: list[int] | None = None) -> TokenStats:
     """How well a tokenizer compresses a text: bytes/token, tokens/word, the most frequent tokens."""
     if ids is None:
-        ids = tokenizer.encode(text, allowed_special="all") if hasattr(tokenizer, "special_tokens") else tokenizer.encode(text)
+        ids = encode_for_display(tokenizer, text)
     counts = Counter(ids)
     return TokenStats(
         n_bytes=len(text.encode("utf-8")),
@@ -117,8 +141,6 @@ def token_stats(tokenizer, text: str, *, top: int = 20, ids: list[int] | None = 
 
 
 def format_stats(tokenizer, stats: TokenStats, name: str = "") -> str:
-    from lucidlm.tokenizers.bpe import render_piece
-
     lines = [
         f"{name or getattr(tokenizer, 'name', 'tokenizer')}: vocab {stats.vocab_size:,}",
         f"  {stats.n_bytes:,} bytes, {stats.n_chars:,} characters, {stats.n_words:,} words -> {stats.n_tokens:,} tokens "
@@ -128,6 +150,5 @@ def format_stats(tokenizer, stats: TokenStats, name: str = "") -> str:
         "  most frequent tokens:",
     ]
     for token_id, count in stats.top:
-        piece = render_piece(tokenizer.token_bytes(token_id))
-        lines.append(f"    {token_id:>7}  {count / max(stats.n_tokens, 1):6.2%}  {piece}")
+        lines.append(f"    {token_id:>7}  {count / max(stats.n_tokens, 1):6.2%}  {token_label(tokenizer, token_id)}")
     return "\n".join(lines)
