@@ -10,6 +10,7 @@ For now (before training exists) it tells the tokenizer story on Tiny Shakespear
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -67,8 +68,12 @@ def run_demo(out_dir: str | Path = "runs/demo", vocab_size: int = 1024, color: b
         print(f"\n   {name} ({n} tokens):")
         print("   " + render_tokens(tok, PASSAGE, color=color).replace("\n", "\n   "))
 
+    activate = ""
+    if shutil.which("lucidlm") is None:  # run as .venv/bin/lucidlm (make demo): say how to reach it
+        activate = f"  source {Path(sys.prefix) / 'bin' / 'activate'}    # puts lucidlm on your PATH\n"
     print(
         "\nNext:\n"
+        f"{activate}"
         f"  lucidlm tokenizer show -t {path} \"Now is the winter of our discontent\"\n"
         f"  lucidlm tokenizer stats -t {path},cl100k_base --file YOUR_TEXT.txt\n"
         "  lucidlm tokenizer train YOUR_TEXT.txt --vocab-size 4096 -o my-tokenizer.json\n"
