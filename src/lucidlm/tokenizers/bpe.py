@@ -19,7 +19,6 @@ Notation: a "piece" is a ``bytes`` object (a token's bytes); ids are ints.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import sys
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -28,6 +27,7 @@ from typing import Literal
 
 import regex
 
+from lucidlm.tokenizers.jsonfile import read_json, write_json_atomic, write_text_atomic
 from lucidlm.tokenizers.patterns import resolve_pattern
 
 try:  # the optional C inner loop (setup.py builds it); the Python path below gives the same ids
@@ -413,8 +413,8 @@ class BPETokenizer:
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``path`` (JSON, lossless) and ``path`` with suffix ``.vocab`` (for people to read)."""
         path = Path(path)
-        _atomic_write_text(path, json.dumps(self.to_dict(), ensure_ascii=False))
-        _atomic_write_text(path.with_suffix(".vocab"), self.vocab_listing())
+        write_json_atomic(path, self.to_dict(), indent=None)
+        write_text_atomic(path.with_suffix(".vocab"), self.vocab_listing())
         return path
 
     def vocab_listing(self) -> str:
@@ -457,14 +457,7 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> BPETokenizer:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no tokenizer file at {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path} is not valid JSON (truncated or corrupt?): {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path), source=str(path))
 
     def __repr__(self) -> str:
         return f"BPETokenizer(name={self.name!r}, vocab_size={self.vocab_size}, mode={self.mode!r})"
@@ -523,13 +516,3 @@ def render_piece(piece: bytes) -> str:
     except UnicodeDecodeError:
         return "".join(f"\\x{b:02x}" for b in piece)
     return text.replace(" ", "␣").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temp file beside ``path``, then rename: a crash never leaves half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from pathlib import Path
 
 from lucidlm.tokenizers.bpe import FORMAT_NAME, BPETokenizer
+from lucidlm.tokenizers.jsonfile import read_json
 from lucidlm.tokenizers.patterns import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
 
 # What tiktoken itself registers for OpenAI's encodings (tiktoken_ext/openai_public.py).
@@ -120,10 +120,7 @@ def load_tokenizer_file(path: str | os.PathLike):
 
         return WordPieceTokenizer.from_vocab_file(path)
     if head.lstrip()[:1] == b"{":
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path} is not valid JSON (truncated or corrupt?): {exc}") from None
+        data = read_json(path)
         if isinstance(data, dict) and data.get("format") == FORMAT_NAME:
             return BPETokenizer.from_dict(data, source=str(path))
         if isinstance(data, dict) and data.get("format") in ("lucidlm-char", "lucidlm-smiles"):

@@ -17,16 +17,16 @@ Both are re-exported here.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from lucidlm.tokenizers.bpe import BPETokenizer, _atomic_write_text
+from lucidlm.tokenizers.bpe import BPETokenizer
 
 # ``name as name``: re-exported, so code and tests that import these from ``hf`` keep working.
 from lucidlm.tokenizers.hf_regex import onig_to_python as onig_to_python
 from lucidlm.tokenizers.hf_regex import python_to_onig
+from lucidlm.tokenizers.jsonfile import read_json, write_json_atomic
 from lucidlm.tokenizers.pretokenizers import BEHAVIORS as BEHAVIORS
 from lucidlm.tokenizers.pretokenizers import (
     COVERING_PATTERNS,
@@ -215,12 +215,7 @@ def _read_json(source: str | os.PathLike | dict) -> tuple[dict, str, Path | None
     if isinstance(source, dict):
         return source, "<tokenizer.json dict>", None
     path = Path(source)
-    if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer.json at {path}")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON (truncated or corrupt?): {exc}") from None
+    data = read_json(path, "tokenizer.json")
     if not isinstance(data, dict):
         raise ValueError(f"{path} holds JSON {type(data).__name__}, not a tokenizer.json object")
     return data, str(path), path.parent
@@ -307,10 +302,7 @@ def _read_config(folder: Path | None, added: dict[str, int], vocab: dict[int, by
     path = folder / "tokenizer_config.json" if folder is not None else None
     if path is None or not path.is_file():
         return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
+    config = read_json(path)
     encoder = {piece: i for i, piece in vocab.items()}
     out: dict = {}
     for role in ("bos", "eos", "pad", "unk"):
@@ -420,7 +412,7 @@ def to_tokenizer_json(tokenizer: BPETokenizer, path: str | os.PathLike | None = 
         },
     }
     if path is not None:
-        _atomic_write_text(Path(path), json.dumps(data, ensure_ascii=False, indent=2))
+        write_json_atomic(path, data, indent=2)
     return data
 
 

@@ -14,13 +14,14 @@ Both save to a small versioned JSON file; ``load(path)`` opens either kind.
 
 from __future__ import annotations
 
-import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import regex
+
+from lucidlm.tokenizers.jsonfile import read_json, write_json_atomic
 
 FORMAT_VERSION = 1
 CHAR_FORMAT = "lucidlm-char"
@@ -117,11 +118,11 @@ class CharTokenizer:
             raise ValueError(f"{source} is a corrupt {CHAR_FORMAT} file: {exc!r}") from None
 
     def save(self, path: str | os.PathLike) -> Path:
-        return _save_json(path, self.to_dict())
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
-        return cls.from_dict(_load_json(path), source=str(path))
+        return cls.from_dict(read_json(path), source=str(path))
 
     def __repr__(self) -> str:
         return f"CharTokenizer(vocab_size={self.vocab_size}, unk_token={self.unk_token!r})"
@@ -240,11 +241,11 @@ class SmilesTokenizer:
             raise ValueError(f"{source} is a corrupt {SMILES_FORMAT} file: {exc!r}") from None
 
     def save(self, path: str | os.PathLike) -> Path:
-        return _save_json(path, self.to_dict())
+        return write_json_atomic(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SmilesTokenizer:
-        return cls.from_dict(_load_json(path), source=str(path))
+        return cls.from_dict(read_json(path), source=str(path))
 
     def __repr__(self) -> str:
         return f"SmilesTokenizer(vocab_size={self.vocab_size})"
@@ -256,7 +257,7 @@ class SmilesTokenizer:
 
 def load(path: str | os.PathLike) -> CharTokenizer | SmilesTokenizer:
     """Open a file saved by ``CharTokenizer.save`` or ``SmilesTokenizer.save``."""
-    data = _load_json(path)
+    data = read_json(path)
     kind = data.get("format") if isinstance(data, dict) else None
     if kind == CHAR_FORMAT:
         return CharTokenizer.from_dict(data, source=str(path))
@@ -275,26 +276,6 @@ def _check_format(data: object, name: str, source: str) -> None:
         )
 
 
-def _save_json(path: str | os.PathLike, data: dict) -> Path:
-    """Write to a temp file beside ``path``, then rename: a crash never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(data, ensure_ascii=False, indent=1), encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def _load_json(path: str | os.PathLike) -> object:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer file at {path}")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path} is not valid JSON (truncated or corrupt?): {exc}") from None
 
 
 def _check_str(value: object, what: str) -> None:

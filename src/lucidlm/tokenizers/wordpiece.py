@@ -21,7 +21,6 @@ character tables are older than Python's; ``bert_text.py`` lists the code points
 
 from __future__ import annotations
 
-import json
 import os
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -43,6 +42,7 @@ from lucidlm.tokenizers.bert_text import (
     is_punctuation,
 )
 from lucidlm.tokenizers.bert_text import is_whitespace as is_whitespace  # re-exported
+from lucidlm.tokenizers.jsonfile import read_json, write_json_atomic
 from lucidlm.tokenizers.wordpiece_json import (
     NO_TEMPLATE,
     AddedToken,
@@ -544,14 +544,7 @@ class WordPieceTokenizer:
     @classmethod
     def from_tokenizer_json(cls, path: str | os.PathLike) -> WordPieceTokenizer:
         """A Hugging Face tokenizer.json whose model is WordPiece (BERT, MiniLM, DistilBERT, ...)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"no tokenizer.json at {path}")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path} is not valid JSON (truncated or corrupt?): {exc}") from None
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json(path, "tokenizer.json"), source=str(path))
 
     load = from_tokenizer_json
 
@@ -584,14 +577,7 @@ class WordPieceTokenizer:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write a Hugging Face tokenizer.json; ``load`` (and HF ``tokenizers``) read it back."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:  # write then rename: a crash never leaves half a file
-            tmp.write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=1), encoding="utf-8")
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return write_json_atomic(path, self.to_dict())
 
     def __repr__(self) -> str:
         return f"WordPieceTokenizer(name={self.name!r}, vocab_size={self.vocab_size}, lowercase={self.lowercase})"
