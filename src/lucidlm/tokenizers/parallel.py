@@ -32,19 +32,18 @@ def _encode_group(texts: list[str]) -> list[list[int]]:
 
 
 def _groups(texts: Sequence[str], n_groups: int) -> list[list[int]]:
-    """Split text indices into about ``n_groups`` runs of similar total length (order kept)."""
-    total = sum(len(t) for t in texts)
-    target = max(1, total // n_groups)
-    groups, current, size = [], [], 0
+    """Split text indices into at most ``n_groups`` consecutive runs of similar total length.
+
+    >>> _groups(["aa", "b", "c", "dddd"], 2)
+    [[0, 1, 2], [3]]
+    """
+    total = sum(len(t) for t in texts) or 1
+    groups: list[list[int]] = [[] for _ in range(n_groups)]
+    seen = 0
     for i, t in enumerate(texts):
-        current.append(i)
-        size += len(t)
-        if size >= target:
-            groups.append(current)
-            current, size = [], 0
-    if current:
-        groups.append(current)
-    return groups
+        groups[min(n_groups - 1, seen * n_groups // total)].append(i)
+        seen += len(t)
+    return [g for g in groups if g]
 
 
 def encode_batch(tokenizer, texts: Sequence[str], *, num_workers: int | None = None, **encode_kwargs) -> list[list[int]]:
@@ -61,8 +60,12 @@ def encode_batch(tokenizer, texts: Sequence[str], *, num_workers: int | None = N
     if num_workers == 1 or len(texts) < 2 or total < MIN_CHARS_FOR_WORKERS:
         return [tokenizer.encode(t, **encode_kwargs) for t in texts]
 
-    # A few groups per worker balance the load when texts differ in size.
-    groups = _groups(texts, num_workers * 4)
+    # This process works too: it encodes its share while num_workers - 1 forked helpers encode
+    # theirs, so one fork and one share's worth of sending ids between processes are saved.
+    groups = _groups(texts, num_workers)
+    if len(groups) < 2:
+        return [tokenizer.encode(t, **encode_kwargs) for t in texts]
+    mine, theirs = groups[0], groups[1:]
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
     # Freeze the garbage collector's view of existing objects while forking: otherwise the first
@@ -70,11 +73,12 @@ def encode_batch(tokenizer, texts: Sequence[str], *, num_workers: int | None = N
     # (the tokenizer's large dicts) and making the workers about half as fast.
     gc.freeze()
     try:
-        pool = ctx.Pool(num_workers, initializer=_init_worker, initargs=(tokenizer, encode_kwargs))
+        pool = ctx.Pool(len(theirs), initializer=_init_worker, initargs=(tokenizer, encode_kwargs))
     finally:
         gc.unfreeze()
     with pool:
-        results = pool.map(_encode_group, [[texts[i] for i in g] for g in groups], chunksize=1)
+        pending = pool.map_async(_encode_group, [[texts[i] for i in g] for g in theirs], chunksize=1)
+        results = [[tokenizer.encode(texts[i], **encode_kwargs) for i in mine]] + pending.get()
     out: list[list[int]] = [None] * len(texts)  # type: ignore[list-item]
     for g, ids_list in zip(groups, results):
         for i, ids in zip(g, ids_list):
