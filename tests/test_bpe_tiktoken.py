@@ -162,7 +162,7 @@ def _all_code_points() -> list[str]:
 
 # Each code point in a context where its Unicode class decides the split: a letter joins " A" and
 # the contraction, a digit joins digits, whitespace joins whitespace, a mark or symbol does not.
-# A different Unicode version in the regex engine (see the pin in pyproject.toml) shows up here.
+# A different Unicode version in the regex engine (corrected by patterns.Splitter) shows up here.
 CODE_POINT_PROBES = {
     "letter-contraction": lambda c: " A" + c + "'s",
     "x-space": lambda c: "x" + c + " ",

@@ -28,7 +28,7 @@ from typing import Literal
 import regex
 
 from lucidlm.tokenizers.jsonfile import read_json, write_json_atomic, write_text_atomic
-from lucidlm.tokenizers.patterns import resolve_pattern
+from lucidlm.tokenizers.patterns import Splitter, resolve_pattern
 
 try:  # the optional C inner loop (setup.py builds it); the Python path below gives the same ids
     from lucidlm.tokenizers import _bpe_kernel
@@ -488,7 +488,7 @@ def _splitter(pattern: str | Callable[[str], list[str]] | None) -> Callable[[str
     """text -> chunks: a regex's ``findall``, a callable as it is, or no split at all."""
     if callable(pattern):
         return pattern
-    return regex.compile(pattern).findall if pattern else _no_split
+    return Splitter(pattern) if pattern else _no_split
 
 
 def _alternation(tokens: Iterable[str]) -> regex.Pattern:

@@ -9,6 +9,10 @@ tokenizers use (see tiktoken's ``tiktoken_ext/openai_public.py``); they need the
 
 from __future__ import annotations
 
+import functools
+
+import regex
+
 # GPT-2 (2019): contractions, letters, digits, other symbols, whitespace.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 
@@ -48,3 +52,76 @@ def resolve_pattern(pattern: str | None) -> str | None:
     if pattern is None or pattern == "none":
         return None
     return PATTERNS.get(pattern, pattern)
+
+
+_PROPERTY = regex.compile(r"\\p\{(\w+)\}")
+
+
+def _ranges(cps: set[int]) -> str:
+    """Code points as the inside of a character class: runs become ranges."""
+    runs: list[list[int]] = []
+    for c in sorted(cps):
+        if runs and runs[-1][1] == c - 1:
+            runs[-1][1] = c
+        else:
+            runs.append([c, c])
+    return "".join(f"\\U{a:08x}" if a == b else f"\\U{a:08x}-\\U{b:08x}" for a, b in runs)
+
+
+@functools.cache
+def unicode_drift(prop: str) -> tuple[frozenset[int], frozenset[int]]:
+    """How the installed ``regex`` module's ``\\p{prop}`` differs from Unicode 16.0, the version of
+    tiktoken's Rust regex: (code points it adds, code points it lacks). Both are empty when
+    ``regex`` is on Unicode 16.0; a newer ``regex`` adds the characters assigned since."""
+    from lucidlm.tokenizers.unicode16 import CATEGORIES
+
+    unicode16: set[int] = set()
+    for item in "".join(CATEGORIES[prop]).split():
+        a, b = (int(x, 16) for x in item.split("-"))
+        unicode16.update(range(a, b + 1))
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+    installed = {ord(c) for c in regex.findall(rf"\p{{{prop}}}", every)}
+    return frozenset(installed - unicode16), frozenset(unicode16 - installed)
+
+
+class Splitter:
+    """``regex.findall`` with a pattern, split exactly as under Unicode 16.0 tables.
+
+    The ``regex`` module answers ``\\p{L}`` from the Unicode version of its own release; each
+    year thousands of newly assigned code points become letters or digits and join the words
+    next to them, while tiktoken (Rust, Unicode 16.0) keeps them apart. Text without such a code
+    point (checked with a set, cheaply) is split by the pattern as written, at full speed; text
+    with one goes through a corrected pattern where each ``\\p{X}`` is ``[\\p{X}--[added]]``
+    (a set difference, about 2x slower to match). Tests check all 1.1M code points.
+    """
+
+    def __init__(self, pattern: str) -> None:
+        from lucidlm.tokenizers.unicode16 import CATEGORIES
+
+        self.pattern = pattern
+        self._fast = regex.compile(pattern)
+        props = sorted(set(_PROPERTY.findall(pattern)) & set(CATEGORIES))
+        drift = {p: unicode_drift(p) for p in props}
+        self._suspects = frozenset(chr(c) for added, lacked in drift.values() for c in added | lacked)
+        self._first_suspect = min(self._suspects, default="\U0010ffff")
+        self._corrected = None
+        if self._suspects:
+
+            def fix(m: regex.Match) -> str:
+                added, lacked = drift.get(m.group(1), ((), ()))
+                if not added and not lacked:
+                    return m.group()
+                body = f"[\\p{{{m.group(1)}}}{'[' + _ranges(set(lacked)) + ']' if lacked else ''}]"
+                return f"[{body}--[{_ranges(set(added))}]]" if added else body
+
+            # V1 enables set operations; -f keeps simple case folding, as in V0 and Rust.
+            self._corrected = regex.compile("(?V1-f)" + _PROPERTY.sub(fix, pattern))
+
+    def __call__(self, text: str) -> list[str]:
+        if (self._corrected is None or text.isascii() or max(text) < self._first_suspect
+                or self._suspects.isdisjoint(text)):
+            return self._fast.findall(text)
+        return self._corrected.findall(text)
+
+    def __repr__(self) -> str:
+        return f"Splitter({self.pattern!r})"

@@ -25,10 +25,8 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-import regex
-
 from lucidlm.tokenizers.bpe import BPETokenizer
-from lucidlm.tokenizers.patterns import resolve_pattern
+from lucidlm.tokenizers.patterns import Splitter, resolve_pattern
 
 
 def _check_vocab_size(vocab_size: int, special_tokens: dict[str, int] | None) -> None:
@@ -70,7 +68,7 @@ def train_bpe_reference(
     """Train by recounting all pairs of all chunks at every step. Slow (minutes on 1 MB); read it."""
     _check_vocab_size(vocab_size, special_tokens)
     pattern = resolve_pattern(pattern)
-    chunks = regex.findall(pattern, text) if pattern else [text]
+    chunks = Splitter(pattern)(text) if pattern else [text]
     words = [list(chunk.encode("utf-8")) for chunk in chunks]
     merges: list[tuple[int, int]] = []
     for new_id in range(256, vocab_size - len(special_tokens or {})):
@@ -112,7 +110,7 @@ def _replace_pair(word: list[int], pair: tuple[int, int], new_id: int) -> list[i
 def count_chunks(texts: Iterable[str], pattern: str | None) -> Counter[str]:
     """How often each pre-tokenized chunk occurs in the texts."""
     pattern = resolve_pattern(pattern)
-    split = regex.compile(pattern).findall if pattern else (lambda t: [t])
+    split = Splitter(pattern) if pattern else (lambda t: [t])
     counts: Counter[str] = Counter()
     for text in texts:
         counts.update(split(text))
@@ -167,7 +165,7 @@ def count_chunks_streaming(blocks: Iterable[str], pattern: str | None) -> Counte
     cleanly at a chunk boundary, so the counts equal those of the whole text at once.
     """
     pattern = resolve_pattern(pattern)
-    split = regex.compile(pattern).findall if pattern else None
+    split = Splitter(pattern) if pattern else None
     counts: Counter[str] = Counter()
     carry = ""
     for block in blocks:

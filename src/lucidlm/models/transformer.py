@@ -1,0 +1,227 @@
+"""The three model shapes, built from the same blocks (``lucidlm.nn``) and one ``ModelConfig``.
+
+- ``DecoderLM``: a stack of causal blocks and an output head (GPT-2, Llama, SmolLM2).
+- ``Encoder``: a stack of bidirectional blocks returning hidden states (BERT, MiniLM).
+- ``EncoderDecoder``: the original Transformer (Vaswani et al. 2017): an encoder, and a decoder
+  whose blocks also attend to the encoder's output.
+
+Every ``forward`` takes an optional ``trace`` (``lucidlm.inspect.Trace``) that records the
+intermediate tensors by name; see ``lucidlm/inspect/trace.py``. Notation: B batch, T time,
+C = n_embd, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from lucidlm.models.config import ModelConfig
+from lucidlm.nn.attention import KVCache
+from lucidlm.nn.block import Block
+from lucidlm.nn.embeddings import RotaryEmbedding, SinusoidalPositions
+from lucidlm.nn.norms import make_norm
+
+
+class Embeddings(nn.Module):
+    """Token embedding (+ learned or sinusoidal positions, + token types, + optional norm)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.positions = None
+        if cfg.positions == "learned":
+            self.positions = nn.Embedding(cfg.max_seq_len, cfg.n_embd)
+        elif cfg.positions == "sinusoidal":
+            self.positions = SinusoidalPositions(cfg.max_seq_len, cfg.n_embd)
+        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.n_embd) if cfg.type_vocab_size else None
+        self.norm = make_norm(cfg.norm, cfg.n_embd, cfg.norm_eps, cfg.norm_bias) if cfg.embed_norm else None
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, ids: torch.Tensor, positions: torch.Tensor, token_types: torch.Tensor | None = None,
+                trace=None, name: str = "embed") -> torch.Tensor:
+        _check_ids(ids, self.cfg.vocab_size)
+        x = self.tokens(ids)  # (B, T, C)
+        if self.cfg.embedding_scale:
+            x = x * math.sqrt(self.cfg.n_embd)
+        if trace is not None:
+            trace.record(f"{name}.tokens", x)
+        if self.positions is not None:
+            p = self.positions(positions)  # (T, C) or (B, T, C)
+            if trace is not None:
+                trace.record(f"{name}.positions", p)
+            x = x + p
+        if self.token_types is not None:
+            x = x + self.token_types(token_types if token_types is not None else torch.zeros_like(ids))
+        if self.norm is not None:
+            x = self.norm(x)
+        if trace is not None:
+            trace.record(f"{name}.out", x)
+        return self.dropout(x)
+
+
+def _check_ids(ids: torch.Tensor, vocab_size: int) -> None:
+    if ids.dtype not in (torch.int64, torch.int32):
+        raise ValueError(f"token ids must be an integer tensor, got {ids.dtype}")
+    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
+        bad = int(ids.max()) if int(ids.max()) >= vocab_size else int(ids.min())
+        raise ValueError(f"token id {bad} is outside the model's vocabulary (0..{vocab_size - 1})")
+
+
+def _positions(cfg: ModelConfig, T: int, start: int, device) -> torch.Tensor:
+    if start + T > cfg.max_seq_len:
+        raise ValueError(
+            f"sequence of {start + T} positions is longer than the model's context ({cfg.max_seq_len}); "
+            "truncate the prompt or generate fewer tokens"
+        )
+    return torch.arange(start, start + T, device=device)
+
+
+class DecoderLM(nn.Module):
+    """A decoder-only language model: ids (B, T) -> next-token logits (B, T, V)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.arch != "decoder":
+            raise ValueError(f"DecoderLM needs arch='decoder', got {cfg.arch!r}")
+        self.cfg = cfg
+        self.embed = Embeddings(cfg)
+        rope = RotaryEmbedding(cfg.head_size, cfg.max_seq_len, cfg.rope_theta) if cfg.positions == "rope" else None
+        self.layers = nn.ModuleList(Block(cfg, causal=True, rope=rope) for _ in range(cfg.n_layer))
+        self.norm = make_norm(cfg.norm, cfg.n_embd, cfg.norm_eps, cfg.norm_bias) if cfg.final_norm else None
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.tokens.weight  # one matrix reads and writes tokens
+        self.apply(_init_weights)
+
+    def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
+        p = self.lm_head.weight
+        return KVCache(self.cfg.n_layer, batch, self.cfg.kv_heads, max_len or self.cfg.max_seq_len,
+                       self.cfg.head_size, dtype=p.dtype, device=p.device)
+
+    def forward(
+        self,
+        ids: torch.Tensor,  # (B, T)
+        *,
+        attention_mask: torch.Tensor | None = None,  # (B, S) 1 = real token, 0 = padding (S covers the cache)
+        positions: torch.Tensor | None = None,  # (T,) or (B, T); default: after what the cache holds
+        cache: KVCache | None = None,
+        trace=None,
+        last_only: bool = False,  # logits of the last position only (generation)
+    ) -> torch.Tensor:
+        B, T = ids.shape
+        start = cache.length if cache is not None else 0
+        if positions is None:
+            positions = _positions(self.cfg, T, start, ids.device)
+        elif int(positions.max()) >= self.cfg.max_seq_len:
+            raise ValueError(f"position {int(positions.max())} is beyond the model's context ({self.cfg.max_seq_len})")
+        key_padding = attention_mask.bool() if attention_mask is not None else None
+        x = self.embed(ids, positions, trace=trace)
+        for i, layer in enumerate(self.layers):
+            x = layer(x, positions=positions, key_padding=key_padding,
+                      cache=cache.layers[i] if cache is not None else None, trace=trace, name=f"layers.{i}")
+        if self.norm is not None:
+            x = self.norm(x)
+            if trace is not None:
+                trace.record("final_norm", x)
+        if last_only:
+            x = x[:, -1:]
+        logits = self.lm_head(x)  # (B, T, V)
+        if trace is not None:
+            trace.record("logits", logits)
+        return logits
+
+
+class Encoder(nn.Module):
+    """A bidirectional encoder: ids (B, T) -> hidden states (B, T, C)."""
+
+    def __init__(self, cfg: ModelConfig, n_layer: int | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = Embeddings(cfg)
+        rope = RotaryEmbedding(cfg.head_size, cfg.max_seq_len, cfg.rope_theta) if cfg.positions == "rope" else None
+        n = n_layer if n_layer is not None else cfg.n_layer
+        self.layers = nn.ModuleList(Block(cfg, causal=False, rope=rope) for _ in range(n))
+        self.norm = make_norm(cfg.norm, cfg.n_embd, cfg.norm_eps, cfg.norm_bias) if cfg.final_norm else None
+        self.apply(_init_weights)
+
+    def forward(self, ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
+                token_types: torch.Tensor | None = None, trace=None, name: str = "") -> torch.Tensor:
+        B, T = ids.shape
+        positions = _positions(self.cfg, T, 0, ids.device)
+        key_padding = attention_mask.bool() if attention_mask is not None else None
+        x = self.embed(ids, positions, token_types, trace=trace, name=f"{name}embed")
+        for i, layer in enumerate(self.layers):
+            x = layer(x, positions=positions, key_padding=key_padding, trace=trace, name=f"{name}layers.{i}")
+        if self.norm is not None:
+            x = self.norm(x)
+        if trace is not None:
+            trace.record(f"{name}hidden", x)
+        return x
+
+
+class EncoderDecoder(nn.Module):
+    """The original Transformer: source ids -> encoder memory; target ids + memory -> logits."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.arch != "encoder-decoder":
+            raise ValueError(f"EncoderDecoder needs arch='encoder-decoder', got {cfg.arch!r}")
+        self.cfg = cfg
+        self.encoder = Encoder(cfg, n_layer=cfg.n_encoder_layer)
+        self.embed = Embeddings(cfg)
+        self.embed.tokens.weight = self.encoder.embed.tokens.weight  # shared source/target vocabulary
+        self.layers = nn.ModuleList(Block(cfg, causal=True, cross=True) for _ in range(cfg.n_layer))
+        self.norm = make_norm(cfg.norm, cfg.n_embd, cfg.norm_eps, cfg.norm_bias) if cfg.final_norm else None
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.tokens.weight
+        self.apply(_init_weights)
+
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None, trace=None) -> torch.Tensor:
+        return self.encoder(src, attention_mask=src_mask, trace=trace, name="encoder.")
+
+    def decode(self, tgt: torch.Tensor, memory: torch.Tensor, *, src_mask: torch.Tensor | None = None,
+               tgt_mask: torch.Tensor | None = None, cache: KVCache | None = None, trace=None) -> torch.Tensor:
+        B, T = tgt.shape
+        start = cache.length if cache is not None else 0
+        positions = _positions(self.cfg, T, start, tgt.device)
+        x = self.embed(tgt, positions, trace=trace, name="decoder.embed")
+        memory_padding = src_mask.bool() if src_mask is not None else None
+        key_padding = tgt_mask.bool() if tgt_mask is not None else None
+        for i, layer in enumerate(self.layers):
+            x = layer(x, positions=positions, key_padding=key_padding, memory=memory, memory_padding=memory_padding,
+                      cache=cache.layers[i] if cache is not None else None, trace=trace, name=f"decoder.layers.{i}")
+        if self.norm is not None:
+            x = self.norm(x)
+        logits = self.lm_head(x)
+        if trace is not None:
+            trace.record("logits", logits)
+        return logits
+
+    def forward(self, src: torch.Tensor, tgt: torch.Tensor, *, src_mask: torch.Tensor | None = None,
+                tgt_mask: torch.Tensor | None = None, trace=None) -> torch.Tensor:
+        memory = self.encode(src, src_mask, trace=trace)
+        return self.decode(tgt, memory, src_mask=src_mask, tgt_mask=tgt_mask, trace=trace)
+
+    def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
+        p = self.lm_head.weight
+        return KVCache(self.cfg.n_layer, batch, self.cfg.kv_heads, max_len or self.cfg.max_seq_len,
+                       self.cfg.head_size, dtype=p.dtype, device=p.device)
+
+
+def _init_weights(module: nn.Module) -> None:
+    """GPT-2's initialisation: N(0, 0.02) for linear and embedding weights, zero biases."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    """The model class for a config's ``arch``."""
+    return {"decoder": DecoderLM, "encoder": Encoder, "encoder-decoder": EncoderDecoder}[cfg.arch](cfg)

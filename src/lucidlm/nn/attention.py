@@ -1,0 +1,196 @@
+"""Attention: every position looks at the others and takes a weighted average of what it finds.
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(hs) + M) V          (Vaswani et al. 2017, eq. 1)
+
+Notation: B batch, T query positions, S key positions (S = T without a cache; S = past + T with
+one), C = n_embd, nh query heads, nkv key/value heads, hs = C / nh head size.
+- Multi-head: the C channels are split into nh heads that attend independently.
+- Grouped-query (Ainslie et al. 2023): nkv < nh; each key/value head serves nh / nkv query heads,
+  which shrinks the KV cache by that factor (SmolLM2-135M: 9 query heads, 3 kv heads).
+- Causal: position t may only look at positions <= t. Padding: keys that are padding are hidden.
+  M is 0 where attending is allowed and -inf where not.
+- Cross-attention (encoder-decoder): queries from the decoder, keys and values from the encoder.
+- KV cache: when generating, the keys and values of earlier positions never change, so they are
+  kept and only the new position's are computed.
+
+Two paths, proven equal in tests/test_nn.py:
+- ``attention_reference``: the equation, step by step, returning the weights (for the trace,
+  the explorer and anyone reading);
+- ``attention_fast``: PyTorch's fused ``scaled_dot_product_attention``, which never builds the
+  (T, S) weight matrix in memory.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lucidlm.nn.embeddings import RotaryEmbedding
+
+
+def attention_reference(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q: (B, nh, T, hs); k, v: (B, nh, S, hs); mask: bool, broadcastable to (B, nh, T, S), True =
+    may attend. Returns (output (B, nh, T, hs), scores before the mask and softmax, weights)."""
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, nh, T, S)
+    masked = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+    weights = torch.softmax(masked.float(), dim=-1).to(q.dtype)  # each row sums to 1
+    return weights @ v, scores, weights  # (B, nh, T, hs)
+
+
+def attention_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+                   is_causal: bool = False) -> torch.Tensor:
+    """The same output as ``attention_reference`` (``is_causal`` stands for a causal mask when
+    T == S, letting the kernel skip the masked half)."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+
+
+def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
+    """(B, nkv, S, hs) -> (B, nkv * n_rep, S, hs): each key/value head serves n_rep query heads."""
+    return x if n_rep == 1 else x.repeat_interleave(n_rep, dim=1)
+
+
+def build_mask(
+    T: int, S: int, *, causal: bool, key_padding: torch.Tensor | None = None, device=None
+) -> torch.Tensor | None:
+    """Bool mask (B or 1, 1, T, S), True = may attend, or None when everything may attend.
+
+    Causal with S > T (a cache holds S - T earlier positions): query t sits at position
+    S - T + t, so it may see keys 0 .. S - T + t. ``key_padding``: (B, S) bool, True = real token.
+    A query row with nothing to attend to (a padding position) is allowed everything instead,
+    so the softmax stays finite; its output is never used.
+    """
+    mask = None
+    if causal and T > 1:
+        mask = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)[None, None]
+    if key_padding is not None:
+        pad = key_padding[:, None, None, :].to(torch.bool)  # (B, 1, 1, S)
+        mask = pad if mask is None else (mask & pad)
+    if mask is not None:
+        mask = mask | ~mask.any(dim=-1, keepdim=True)
+    return mask
+
+
+@dataclass
+class LayerCache:
+    """Preallocated keys and values of one layer: (B, nkv, max_len, hs) each, filled up to ``length``."""
+
+    k: torch.Tensor
+    v: torch.Tensor
+    length: int = 0
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        T = k.shape[2]
+        if self.length + T > self.k.shape[2]:
+            raise ValueError(f"KV cache full: {self.length} + {T} positions > its size {self.k.shape[2]}")
+        self.k[:, :, self.length : self.length + T] = k
+        self.v[:, :, self.length : self.length + T] = v
+        self.length += T
+        return self.k[:, :, : self.length], self.v[:, :, : self.length]
+
+
+class KVCache:
+    """One ``LayerCache`` per layer. Writing in place avoids a torch.cat (a copy of the whole
+    cache) at every generated token."""
+
+    def __init__(self, n_layer: int, batch: int, n_kv_head: int, max_len: int, head_size: int,
+                 dtype: torch.dtype = torch.float32, device=None) -> None:
+        shape = (batch, n_kv_head, max_len, head_size)
+        self.layers = [LayerCache(torch.zeros(shape, dtype=dtype, device=device),
+                                  torch.zeros(shape, dtype=dtype, device=device)) for _ in range(n_layer)]
+        self.max_len = max_len
+
+    @property
+    def length(self) -> int:
+        """Positions already cached (the position of the next token)."""
+        return self.layers[0].length
+
+
+class Attention(nn.Module):
+    """Multi-head / grouped-query self- or cross-attention with optional RoPE and KV cache.
+
+    Self-attention keeps q, k and v projections in one matrix ``qkv`` (one matmul instead of three);
+    cross-attention has ``q`` (from the decoder) and ``kv`` (from the encoder's output).
+    """
+
+    def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None, *, bias: bool = True,
+                 out_bias: bool | None = None, causal: bool = True, rope: RotaryEmbedding | None = None,
+                 cross: bool = False) -> None:
+        super().__init__()
+        n_kv_head = n_kv_head or n_head
+        if n_embd % n_head or n_head % n_kv_head:
+            raise ValueError(f"n_embd={n_embd}, n_head={n_head}, n_kv_head={n_kv_head}: need n_head | n_embd "
+                             "and n_kv_head | n_head")
+        self.n_head, self.n_kv_head, self.head_size = n_head, n_kv_head, n_embd // n_head
+        self.causal, self.rope, self.cross = causal, rope, cross
+        kv_dim = 2 * n_kv_head * self.head_size
+        if cross:
+            self.q = nn.Linear(n_embd, n_embd, bias=bias)
+            self.kv = nn.Linear(n_embd, kv_dim, bias=bias)
+        else:
+            self.qkv = nn.Linear(n_embd, n_embd + kv_dim, bias=bias)
+        self.proj = nn.Linear(n_embd, n_embd, bias=bias if out_bias is None else out_bias)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        positions: torch.Tensor | None = None,
+        key_padding: torch.Tensor | None = None,
+        cache: LayerCache | None = None,
+        memory: torch.Tensor | None = None,
+        trace=None,
+        name: str = "attn",
+    ) -> torch.Tensor:
+        B, T, C = x.shape
+        nh, nkv, hs = self.n_head, self.n_kv_head, self.head_size
+        # 1. project to queries, keys, values and split into heads
+        if self.cross:
+            if memory is None:
+                raise ValueError("cross-attention needs the encoder output (memory=)")
+            q = self.q(x)
+            k, v = self.kv(memory).split(nkv * hs, dim=-1)
+        else:
+            q, k, v = self.qkv(x).split([C, nkv * hs, nkv * hs], dim=-1)
+        S_new = k.shape[1]
+        q = q.view(B, T, nh, hs).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, S_new, nkv, hs).transpose(1, 2)  # (B, nkv, S_new, hs)
+        v = v.view(B, S_new, nkv, hs).transpose(1, 2)
+        # 2. rotate queries and keys by their positions (RoPE)
+        if self.rope is not None:
+            if positions is None:
+                start = cache.length if cache is not None else 0
+                positions = torch.arange(start, start + T, device=x.device)
+            q, k = self.rope(q, k, positions)
+        # 3. with a cache: append the new keys/values, attend over all of them
+        if cache is not None:
+            k, v = cache.append(k, v)
+        S = k.shape[2]
+        k_all, v_all = repeat_kv(k, nh // nkv), repeat_kv(v, nh // nkv)  # (B, nh, S, hs)
+        causal = self.causal and not self.cross
+        # 4. attend: the reference path when tracing (it has the weights), else the fused kernel
+        if trace is not None:
+            trace.record(f"{name}.q", q)
+            trace.record(f"{name}.k", k_all)
+            trace.record(f"{name}.v", v_all)
+            mask = build_mask(T, S, causal=causal, key_padding=key_padding, device=x.device)
+            out, scores, weights = attention_reference(q, k_all, v_all, mask)
+            trace.record(f"{name}.scores", scores)
+            if mask is not None:
+                trace.record(f"{name}.scores_masked", scores.masked_fill(~mask, float("-inf")))
+            trace.record(f"{name}.weights", weights)
+        elif key_padding is None and causal and T == S:
+            out = attention_fast(q, k_all, v_all, is_causal=True)
+        else:
+            mask = build_mask(T, S, causal=causal, key_padding=key_padding, device=x.device)
+            out = attention_fast(q, k_all, v_all, mask)
+        # 5. concatenate the heads and mix them
+        out = out.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
+        if trace is not None:
+            trace.record(f"{name}.heads_out", out)
+        return self.proj(out)
