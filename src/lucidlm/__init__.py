@@ -5,3 +5,13 @@ text -> ``lucidlm.tokenizers`` -> ids -> model -> logits -> sampler -> ids -> te
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    # `lucidlm.embed(texts)`: the lucidlm.embed package is callable (it forwards to
+    # lucidlm.embed.embed); imported on first use so that `import lucidlm` stays light.
+    if name == "embed":
+        import importlib
+
+        return importlib.import_module("lucidlm.embed")
+    raise AttributeError(f"module 'lucidlm' has no attribute {name!r}")

@@ -6,7 +6,23 @@ Without a trace nothing is recorded and nothing is computed for it: each recordi
 single ``if trace is not None`` check. With a trace, attention runs its reference path, because
 the fast fused kernel never materialises the attention weights.
 
-Notation in names: ``layers.{i}.`` prefixes everything inside block ``i``.
+Notation in names: ``layers.{i}.`` prefixes everything inside block ``i``; an encoder-decoder
+prefixes its two halves with ``encoder.`` and ``decoder.``. Each name holds the tensor of the last
+forward pass that recorded it: a trace reused across steps of cached decoding keeps the last step.
+
+Names, in the order a decoder-only model records them (shapes with B batch, T time, C width,
+nh heads, hs head size, S keys, H MLP hidden width, V vocabulary):
+    embed.tokens, embed.positions (learned/sinusoidal only), embed.token_types (BERT), embed.out  (B, T, C)
+    layers.{i}.attn.norm (pre-norm only)                                     (B, T, C)
+    layers.{i}.attn.q                                                        (B, nh, T, hs), after RoPE
+    layers.{i}.attn.k, .v (repeated to nh heads under GQA; with a cache S)   (B, nh, S, hs)
+    layers.{i}.attn.scores, .scores_masked, .weights                         (B, nh, T, S)
+    layers.{i}.attn.heads_out (heads concatenated, before the output proj)   (B, T, C)
+    layers.{i}.attn.out (what attention adds), .resid (stream after it)     (B, T, C)
+    layers.{i}.mlp.norm, .pre_act, .act, .out, .resid                        (B, T, C) / (B, T, H)
+    final_norm (B, T, C), logits (B, T, V)
+An encoder stops at ``hidden`` (B, T, C); a decoder block of an encoder-decoder records
+``cross_attn.*`` (keys from the encoder, S = source length) between ``attn.*`` and ``mlp.*``.
 """
 
 from __future__ import annotations
@@ -37,8 +53,9 @@ class Trace:
     def record(self, name: str, tensor: torch.Tensor) -> None:
         if not self.wants(name):
             return
+        # a copy, not a view: some stages are views of buffers that change later (a KV cache)
         t = tensor.detach()
-        self.tensors[name] = t.cpu() if self.to_cpu else t
+        self.tensors[name] = t.to("cpu", copy=True) if self.to_cpu else t.clone()
 
     def __getitem__(self, name: str) -> torch.Tensor:
         try:

@@ -13,6 +13,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lucidlm.nn.mlp import ACTIVATIONS
+
 ARCHS = ("decoder", "encoder", "encoder-decoder")
 POSITIONS = ("learned", "sinusoidal", "rope", "none")
 NORMS = ("layernorm", "rmsnorm")
@@ -52,23 +54,51 @@ class ModelConfig:
     extra: dict = field(default_factory=dict, compare=False)  # free-form notes (source, license)
 
     def __post_init__(self) -> None:
+        where = f"ModelConfig {self.name!r}" if self.name else "ModelConfig"
+
         def check(ok: bool, message: str) -> None:
             if not ok:
-                raise ValueError(f"ModelConfig {self.name or ''}: {message}")
+                raise ValueError(f"{where}: {message}")
+
+        def is_int(value) -> bool:  # bool is an int subclass; n_layer=True is a mistake, not 1
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        def is_number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
 
         check(self.arch in ARCHS, f"arch={self.arch!r}; choose from {ARCHS}")
         check(self.positions in POSITIONS, f"positions={self.positions!r}; choose from {POSITIONS}")
         check(self.norm in NORMS, f"norm={self.norm!r}; choose from {NORMS}")
         check(self.mlp in MLPS, f"mlp={self.mlp!r}; choose from {MLPS}")
         check(self.norm_placement in ("pre", "post"), f"norm_placement={self.norm_placement!r}; use 'pre' or 'post'")
+        check(self.activation in ACTIVATIONS, f"activation={self.activation!r}; choose from {sorted(ACTIVATIONS)}")
         for name in ("vocab_size", "n_layer", "n_head", "n_embd", "max_seq_len"):
             value = getattr(self, name)
-            check(isinstance(value, int) and value > 0, f"{name} must be a positive int, got {value!r}")
+            check(is_int(value) and value > 0, f"{name} must be a positive int, got {value!r}")
+        for name in ("n_kv_head", "intermediate_size"):  # None means "the default"; 0 would hide a typo
+            value = getattr(self, name)
+            check(value is None or (is_int(value) and value > 0), f"{name} must be None or a positive int, got {value!r}")
+        for name in ("n_encoder_layer", "type_vocab_size"):
+            value = getattr(self, name)
+            check(is_int(value) and value >= 0, f"{name} must be an int >= 0, got {value!r}")
+        for name in ("rope_theta", "norm_eps"):
+            value = getattr(self, name)
+            check(is_number(value) and value > 0, f"{name} must be a positive number, got {value!r}")
+        for name in ("final_norm", "embed_norm", "bias", "norm_bias", "tie_embeddings", "embedding_scale"):
+            value = getattr(self, name)
+            check(isinstance(value, bool), f"{name} must be true or false, got {value!r}")
+        for name in ("pad_token_id", "bos_token_id", "eos_token_id"):
+            # not checked against vocab_size: published HF configs carry out-of-range ids (HF warns only)
+            value = getattr(self, name)
+            check(value is None or (is_int(value) and value >= 0), f"{name} must be None or an int >= 0, got {value!r}")
+        check(isinstance(self.name, str), f"name must be a string, got {self.name!r}")
+        check(isinstance(self.extra, dict), f"extra must be a dict, got {type(self.extra).__name__}")
         check(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         check(self.n_head % self.kv_heads == 0, f"n_head={self.n_head} is not a multiple of n_kv_head={self.kv_heads}")
-        check(self.positions != "rope" or self.head_size % 2 == 0, f"RoPE needs an even head size, got {self.head_size}")
+        check(self.positions != "rope" or self.head_size % 2 == 0,
+              f"positions='rope' needs an even head size (n_embd / n_head), got {self.head_size}")
         check(self.arch != "encoder-decoder" or self.n_encoder_layer > 0, "encoder-decoder needs n_encoder_layer > 0")
-        check(0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout}")
+        check(is_number(self.dropout) and 0.0 <= self.dropout < 1.0, f"dropout must be in [0, 1), got {self.dropout!r}")
 
     @property
     def head_size(self) -> int:
@@ -91,6 +121,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"ModelConfig.from_dict needs a dict, got {type(data).__name__}")
         known = {f.name: f for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - set(known))
         if unknown:
@@ -98,9 +130,10 @@ class ModelConfig:
         return cls(**data)
 
     def save(self, path: str | os.PathLike) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
-        return path
+        """Write ``config.json`` atomically (a crash never leaves half a file)."""
+        from lucidlm.tokenizers.jsonfile import write_text_atomic
+
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ModelConfig:
@@ -114,8 +147,10 @@ class ModelConfig:
 
 # Presets: the published shapes of each family.
 PRESETS: dict[str, ModelConfig] = {
-    "gpt2": ModelConfig(name="gpt2", vocab_size=50257, n_layer=12, n_head=12, n_embd=768, max_seq_len=1024),
-    "gpt2-medium": ModelConfig(name="gpt2-medium", n_layer=24, n_head=16, n_embd=1024),
+    "gpt2": ModelConfig(name="gpt2", vocab_size=50257, n_layer=12, n_head=12, n_embd=768, max_seq_len=1024,
+                        bos_token_id=50256, eos_token_id=50256),
+    "gpt2-medium": ModelConfig(name="gpt2-medium", n_layer=24, n_head=16, n_embd=1024,
+                               bos_token_id=50256, eos_token_id=50256),
     "smollm2-135m": ModelConfig(
         name="smollm2-135m", vocab_size=49152, n_layer=30, n_head=9, n_kv_head=3, n_embd=576,
         intermediate_size=1536, max_seq_len=8192, positions="rope", rope_theta=100000.0, norm="rmsnorm",

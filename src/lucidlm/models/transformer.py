@@ -53,8 +53,16 @@ class Embeddings(nn.Module):
             if trace is not None:
                 trace.record(f"{name}.positions", p)
             x = x + p
-        if self.token_types is not None:
-            x = x + self.token_types(token_types if token_types is not None else torch.zeros_like(ids))
+        if self.token_types is not None:  # BERT's segment A / segment B embedding
+            if token_types is None:
+                token_types = torch.zeros_like(ids)
+            elif token_types.shape != ids.shape or int(token_types.max()) >= self.cfg.type_vocab_size:
+                raise ValueError(f"token_types must have the ids' shape {tuple(ids.shape)} and values below "
+                                 f"type_vocab_size={self.cfg.type_vocab_size}")
+            t = self.token_types(token_types)  # (B, T, C)
+            if trace is not None:
+                trace.record(f"{name}.token_types", t)
+            x = x + t
         if self.norm is not None:
             x = self.norm(x)
         if trace is not None:
@@ -62,21 +70,57 @@ class Embeddings(nn.Module):
         return self.dropout(x)
 
 
-def _check_ids(ids: torch.Tensor, vocab_size: int) -> None:
+def _check_ids_shape(ids: torch.Tensor) -> None:
+    if not isinstance(ids, torch.Tensor) or ids.dim() != 2:
+        shape = tuple(ids.shape) if isinstance(ids, torch.Tensor) else type(ids).__name__
+        raise ValueError(f"token ids must be a (batch, time) tensor, got {shape}; for one sequence use ids[None]")
     if ids.dtype not in (torch.int64, torch.int32):
-        raise ValueError(f"token ids must be an integer tensor, got {ids.dtype}")
+        raise ValueError(f"token ids must be an int64 or int32 tensor, got {ids.dtype}")
+
+
+def _check_ids(ids: torch.Tensor, vocab_size: int) -> None:
+    _check_ids_shape(ids)
     if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
         bad = int(ids.max()) if int(ids.max()) >= vocab_size else int(ids.min())
         raise ValueError(f"token id {bad} is outside the model's vocabulary (0..{vocab_size - 1})")
 
 
-def _positions(cfg: ModelConfig, T: int, start: int, device) -> torch.Tensor:
-    if start + T > cfg.max_seq_len:
-        raise ValueError(
-            f"sequence of {start + T} positions is longer than the model's context ({cfg.max_seq_len}); "
-            "truncate the prompt or generate fewer tokens"
-        )
-    return torch.arange(start, start + T, device=device)
+def _positions(
+    cfg: ModelConfig,
+    T: int,
+    start: int,
+    device,
+    attention_mask: torch.Tensor | None = None,
+    positions: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The position of each of the T new tokens: (T,) or (B, T).
+
+    Given explicitly, ``positions`` wins. Else, with an ``attention_mask`` (B, start + T), a token's
+    position is the number of real tokens before it (cumsum - 1, as Hugging Face ``generate`` does),
+    so a left-padded row numbers its first real token 0 and gives the same result as the row
+    alone; for right padding or no padding this equals plain counting. Without a mask:
+    start .. start + T - 1, after what a KV cache holds.
+    """
+    if positions is None and attention_mask is not None:
+        if attention_mask.dim() != 2 or attention_mask.shape[1] != start + T:
+            raise ValueError(f"attention_mask has shape {tuple(attention_mask.shape)}, expected (batch, {start + T}):"
+                             f" one entry per cached ({start}) and new ({T}) position")
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, start:]  # (B, T); pads -> 0
+    if positions is None:
+        if start + T > cfg.max_seq_len:
+            raise ValueError(
+                f"sequence of {start + T} positions is longer than the model's context ({cfg.max_seq_len}); "
+                "truncate the prompt or generate fewer tokens"
+            )
+        return torch.arange(start, start + T, device=device)  # (T,)
+    if positions.shape[-1] != T or positions.dim() > 2:
+        raise ValueError(f"positions has shape {tuple(positions.shape)}, expected (T,) or (B, T) with T={T}")
+    if positions.numel() and int(positions.max()) >= cfg.max_seq_len:
+        raise ValueError(f"position {int(positions.max())} is beyond the model's context ({cfg.max_seq_len}); "
+                         "truncate the prompt or generate fewer tokens")
+    if positions.numel() and int(positions.min()) < 0:
+        raise ValueError(f"positions must be >= 0, got {int(positions.min())}")
+    return positions
 
 
 class DecoderLM(nn.Module):
@@ -106,17 +150,22 @@ class DecoderLM(nn.Module):
         ids: torch.Tensor,  # (B, T)
         *,
         attention_mask: torch.Tensor | None = None,  # (B, S) 1 = real token, 0 = padding (S covers the cache)
-        positions: torch.Tensor | None = None,  # (T,) or (B, T); default: after what the cache holds
+        positions: torch.Tensor | None = None,  # (T,) or (B, T); default: see _positions
         cache: KVCache | None = None,
         trace=None,
         last_only: bool = False,  # logits of the last position only (generation)
     ) -> torch.Tensor:
+        """Next-token logits (B, T, V), or (B, 1, V) with ``last_only``.
+
+        Batches of unequal length: pad them (left padding for generation, so that every row's
+        last position is a real token) and pass ``attention_mask``; positions then count real
+        tokens only, so each row gives the logits it would give alone. With a cache, keep
+        ``attention_mask`` covering every cached position plus the new ones.
+        """
+        _check_ids_shape(ids)
         B, T = ids.shape
         start = cache.length if cache is not None else 0
-        if positions is None:
-            positions = _positions(self.cfg, T, start, ids.device)
-        elif int(positions.max()) >= self.cfg.max_seq_len:
-            raise ValueError(f"position {int(positions.max())} is beyond the model's context ({self.cfg.max_seq_len})")
+        positions = _positions(self.cfg, T, start, ids.device, attention_mask, positions)
         key_padding = attention_mask.bool() if attention_mask is not None else None
         x = self.embed(ids, positions, trace=trace)
         for i, layer in enumerate(self.layers):
@@ -149,8 +198,11 @@ class Encoder(nn.Module):
 
     def forward(self, ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
                 token_types: torch.Tensor | None = None, trace=None, name: str = "") -> torch.Tensor:
+        """Hidden states (B, T, C); with ``attention_mask`` (B, T), padding is never attended to and
+        positions count real tokens only (see ``_positions``), so padding changes nothing."""
+        _check_ids_shape(ids)
         B, T = ids.shape
-        positions = _positions(self.cfg, T, 0, ids.device)
+        positions = _positions(self.cfg, T, 0, ids.device, attention_mask)
         key_padding = attention_mask.bool() if attention_mask is not None else None
         x = self.embed(ids, positions, token_types, trace=trace, name=f"{name}embed")
         for i, layer in enumerate(self.layers):
@@ -185,9 +237,10 @@ class EncoderDecoder(nn.Module):
 
     def decode(self, tgt: torch.Tensor, memory: torch.Tensor, *, src_mask: torch.Tensor | None = None,
                tgt_mask: torch.Tensor | None = None, cache: KVCache | None = None, trace=None) -> torch.Tensor:
+        _check_ids_shape(tgt)
         B, T = tgt.shape
         start = cache.length if cache is not None else 0
-        positions = _positions(self.cfg, T, start, tgt.device)
+        positions = _positions(self.cfg, T, start, tgt.device, tgt_mask)
         x = self.embed(tgt, positions, trace=trace, name="decoder.embed")
         memory_padding = src_mask.bool() if src_mask is not None else None
         key_padding = tgt_mask.bool() if tgt_mask is not None else None
@@ -196,7 +249,9 @@ class EncoderDecoder(nn.Module):
                       cache=cache.layers[i] if cache is not None else None, trace=trace, name=f"decoder.layers.{i}")
         if self.norm is not None:
             x = self.norm(x)
-        logits = self.lm_head(x)
+            if trace is not None:
+                trace.record("decoder.final_norm", x)
+        logits = self.lm_head(x)  # (B, T, V)
         if trace is not None:
             trace.record("logits", logits)
         return logits

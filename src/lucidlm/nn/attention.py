@@ -85,9 +85,14 @@ class LayerCache:
     length: int = 0
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """k, v: (B, nkv, T, hs) of the new positions -> all cached keys, values (B, nkv, length, hs)."""
         T = k.shape[2]
+        if k.shape[:2] != self.k.shape[:2]:
+            raise ValueError(f"KV cache was made for (batch, kv heads) = {tuple(self.k.shape[:2])}, "
+                             f"got keys for {tuple(k.shape[:2])}; make a new cache for this batch")
         if self.length + T > self.k.shape[2]:
-            raise ValueError(f"KV cache full: {self.length} + {T} positions > its size {self.k.shape[2]}")
+            raise ValueError(f"KV cache full: {self.length} cached + {T} new positions > its size {self.k.shape[2]}; "
+                             "make the cache with a larger max_len")
         self.k[:, :, self.length : self.length + T] = k
         self.v[:, :, self.length : self.length + T] = v
         self.length += T
@@ -171,6 +176,9 @@ class Attention(nn.Module):
         if cache is not None:
             k, v = cache.append(k, v)
         S = k.shape[2]
+        if key_padding is not None and tuple(key_padding.shape) != (B, S):
+            raise ValueError(f"padding mask has shape {tuple(key_padding.shape)}, expected (batch, keys) = {(B, S)}"
+                             " (with a KV cache it covers the cached positions too)")
         k_all, v_all = repeat_kv(k, nh // nkv), repeat_kv(v, nh // nkv)  # (B, nh, S, hs)
         causal = self.causal and not self.cross
         # 4. attend: the reference path when tracing (it has the weights), else the fused kernel
@@ -181,8 +189,9 @@ class Attention(nn.Module):
             mask = build_mask(T, S, causal=causal, key_padding=key_padding, device=x.device)
             out, scores, weights = attention_reference(q, k_all, v_all, mask)
             trace.record(f"{name}.scores", scores)
-            if mask is not None:
-                trace.record(f"{name}.scores_masked", scores.masked_fill(~mask, float("-inf")))
+            # recorded even without a mask (then equal to scores) so every layer has the same names
+            masked = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
+            trace.record(f"{name}.scores_masked", masked)
             trace.record(f"{name}.weights", weights)
         elif key_padding is None and causal and T == S:
             out = attention_fast(q, k_all, v_all, is_causal=True)

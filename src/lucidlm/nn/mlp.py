@@ -42,6 +42,8 @@ class MLP(nn.Module):
 class SwiGLU(nn.Module):
     def __init__(self, n_embd: int, hidden: int, bias: bool = False, activation: str = "silu") -> None:
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         self.activation = activation
         self.hidden = hidden
         self.gate_up = nn.Linear(n_embd, 2 * hidden, bias=bias)  # [W_gate; W_up]
@@ -49,8 +51,8 @@ class SwiGLU(nn.Module):
 
     def forward(self, x: torch.Tensor, trace=None, name: str = "mlp") -> torch.Tensor:
         gate, up = self.gate_up(x).split(self.hidden, dim=-1)  # (B, T, hidden) each
-        a = ACTIVATIONS[self.activation](gate) * up
+        a = ACTIVATIONS[self.activation](gate) * up  # (B, T, hidden)
         if trace is not None:
             trace.record(f"{name}.pre_act", gate)
             trace.record(f"{name}.act", a)
-        return self.proj(a)
+        return self.proj(a)  # (B, T, C)
