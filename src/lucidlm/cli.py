@@ -12,6 +12,8 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from lucidlm import assets, demo
+    from lucidlm.embed import search as embed_search
+    from lucidlm.inspect import cli as inspect_cli
     from lucidlm.tokenizers import cli as tokenizer_cli
 
     parser = argparse.ArgumentParser(prog="lucidlm", description="Understand LLMs by running one.")
@@ -19,6 +21,8 @@ def build_parser() -> argparse.ArgumentParser:
     assets.register_cli(sub)
     tokenizer_cli.register_cli(sub)
     demo.register_cli(sub)
+    inspect_cli.register_cli(sub)
+    embed_search.register_cli(sub)
     return parser
 
 

@@ -43,10 +43,19 @@ def attention_reference(
     return weights @ v, scores, weights  # (B, nh, T, hs)
 
 
+# scaled_dot_product_attention(enable_gqa=...) exists from torch 2.5 on.
+_SDPA_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
+
+
 def attention_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                    is_causal: bool = False) -> torch.Tensor:
     """The same output as ``attention_reference`` (``is_causal`` stands for a causal mask when
     T == S, letting the kernel skip the masked half)."""
+    if k.shape[1] != q.shape[1]:  # grouped-query: the kernel shares kv heads without copying them
+        if _SDPA_GQA:
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+        n_rep = q.shape[1] // k.shape[1]
+        k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
 
 
@@ -179,10 +188,10 @@ class Attention(nn.Module):
         if key_padding is not None and tuple(key_padding.shape) != (B, S):
             raise ValueError(f"padding mask has shape {tuple(key_padding.shape)}, expected (batch, keys) = {(B, S)}"
                              " (with a KV cache it covers the cached positions too)")
-        k_all, v_all = repeat_kv(k, nh // nkv), repeat_kv(v, nh // nkv)  # (B, nh, S, hs)
         causal = self.causal and not self.cross
         # 4. attend: the reference path when tracing (it has the weights), else the fused kernel
         if trace is not None:
+            k_all, v_all = repeat_kv(k, nh // nkv), repeat_kv(v, nh // nkv)  # (B, nh, S, hs)
             trace.record(f"{name}.q", q)
             trace.record(f"{name}.k", k_all)
             trace.record(f"{name}.v", v_all)
@@ -194,10 +203,10 @@ class Attention(nn.Module):
             trace.record(f"{name}.scores_masked", masked)
             trace.record(f"{name}.weights", weights)
         elif key_padding is None and causal and T == S:
-            out = attention_fast(q, k_all, v_all, is_causal=True)
+            out = attention_fast(q, k, v, is_causal=True)
         else:
             mask = build_mask(T, S, causal=causal, key_padding=key_padding, device=x.device)
-            out = attention_fast(q, k_all, v_all, mask)
+            out = attention_fast(q, k, v, mask)
         # 5. concatenate the heads and mix them
         out = out.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         if trace is not None:

@@ -1,0 +1,111 @@
+"""``load_model(name_or_path) -> (model, tokenizer)``: one entry point for every kind of model.
+
+What ``name_or_path`` may be, tried in this order:
+1. a model asset (``smollm2-135m-instruct``, ``all-minilm-l6-v2``): pretrained weights, fetched
+   and cached;
+2. a preset (``gpt2``, ``smollm2-135m``, ...): the architecture, randomly initialised (to train);
+3. a lucidlm checkpoint directory (config.json with a ModelConfig + model.safetensors);
+4. a Hugging Face directory (config.json with a "model_type" + model.safetensors): GPT-2 and
+   Llama (``lucidlm.loading.hf``), BERT (``lucidlm.loading.bert``);
+5. a ``.gguf`` file (llama.cpp; Llama-family models).
+Pretrained models are returned in eval mode, in float32 unless ``dtype`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from lucidlm.models.config import PRESETS
+
+# Asset name -> how its weights are stored: one GGUF file, or a Hugging Face directory (all the
+# asset's files, which the cache keeps in one folder).
+MODEL_ASSETS: dict[str, str] = {
+    "smollm2-135m-instruct": "gguf",
+    "all-minilm-l6-v2": "hf",
+}
+# Preset -> the tokenizer (a name ``load_tokenizer`` knows) that its vocabulary belongs to.
+PRESET_TOKENIZERS: dict[str, str] = {
+    "gpt2": "gpt2",
+    "gpt2-medium": "gpt2",
+    "smollm2-135m": "smollm2-135m-instruct",
+    "all-minilm-l6-v2": "all-minilm-l6-v2",
+}
+
+
+def load_model(
+    name_or_path: str | os.PathLike,
+    *,
+    tokenizer: bool = True,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> tuple[nn.Module, object]:
+    """(model, tokenizer) for a model asset, a preset, a checkpoint or HF directory, or a GGUF file.
+
+    ``tokenizer=False`` skips the tokenizer (returned as None). A directory without a tokenizer
+    file also gives None.
+    """
+    model, tok = _load(name_or_path, tokenizer)
+    if device is not None or dtype is not None:
+        model = model.to(device=device, dtype=dtype)
+    return model, tok
+
+
+def _load(name_or_path: str | os.PathLike, want_tokenizer: bool) -> tuple[nn.Module, object]:
+    from lucidlm.tokenizers import load_tokenizer
+
+    name = str(name_or_path)
+    if name in MODEL_ASSETS:
+        from lucidlm.assets import asset_path, get_asset
+
+        if MODEL_ASSETS[name] == "gguf":
+            return _load_path(asset_path(name), want_tokenizer)
+        folder = {asset_path(name, key).parent for key in get_asset(name).keys}.pop()
+        return _load_path(folder, want_tokenizer)
+    if name in PRESETS:
+        from lucidlm.models.transformer import build_model
+
+        model = build_model(PRESETS[name])
+        tok_name = PRESET_TOKENIZERS.get(name)
+        return model, load_tokenizer(tok_name) if want_tokenizer and tok_name else None
+    path = Path(name_or_path).expanduser()
+    if path.exists():
+        return _load_path(path, want_tokenizer)
+    raise ValueError(
+        f"unknown model {name!r}: not a model asset ({', '.join(MODEL_ASSETS)}), a preset "
+        f"({', '.join(PRESETS)}), nor an existing path (a lucidlm checkpoint or Hugging Face directory, "
+        "or a .gguf file)"
+    )
+
+
+def _load_path(path: Path, want_tokenizer: bool) -> tuple[nn.Module, object]:
+    from lucidlm.loading.checkpoint import is_checkpoint_dir, load_checkpoint, load_tokenizer_from_dir
+
+    if path.is_file() and path.suffix == ".safetensors":
+        path = path.parent  # the weights file of a directory: load the directory
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ValueError(f"{path} has no config.json: not a lucidlm checkpoint or Hugging Face model directory")
+        if is_checkpoint_dir(path):
+            return load_checkpoint(path, tokenizer=want_tokenizer)
+        from lucidlm.loading.hf import load_hf, read_hf_config
+
+        if read_hf_config(path).get("model_type") == "bert":
+            from lucidlm.loading.bert import load_bert
+
+            model = load_bert(path)
+        else:
+            model = load_hf(path)
+        return model, load_tokenizer_from_dir(path) if want_tokenizer else None
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic == b"GGUF":
+        from lucidlm.loading.gguf import load_gguf
+        from lucidlm.tokenizers import load_tokenizer
+
+        return load_gguf(path), load_tokenizer(path) if want_tokenizer else None
+    raise ValueError(f"{path} is not a model lucidlm can load: expected a directory with config.json and "
+                     "model.safetensors, or a .gguf file")
