@@ -140,6 +140,23 @@ class DecoderLM(nn.Module):
             self.lm_head.weight = self.embed.tokens.weight  # one matrix reads and writes tokens
         self.apply(_init_weights)
 
+    def use_decode_layout(self) -> DecoderLM:
+        """Store every Linear weight column-major, for fast one-token-at-a-time decoding.
+
+        Generating one token multiplies each weight matrix by one vector, so decoding is bound by
+        how fast the weights stream from memory. ``F.linear(x, W)`` computes ``x @ W^T``; with W
+        (out, in) row-major that product walks W against its layout, while the same numbers stored
+        as W^T (in, out) row-major stream straight through. Measured on one core for
+        SmolLM2-135M's 211 matrices: 44 ms -> 31 ms per token (benchmarks/bench_decode.py).
+        The weights keep their shapes and values (only the memory order changes), so loading,
+        saving and the trace are unaffected; training prefers the default layout.
+        """
+        with torch.no_grad():
+            for module in self.modules():
+                if isinstance(module, nn.Linear) and module.weight.is_contiguous():
+                    module.weight.data = module.weight.data.t().contiguous().t()  # (out, in) view of (in, out)
+        return self
+
     def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
         p = self.lm_head.weight
         return KVCache(self.cfg.n_layer, batch, self.cfg.kv_heads, max_len or self.cfg.max_seq_len,
