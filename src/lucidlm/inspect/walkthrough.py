@@ -15,7 +15,7 @@ EQUATIONS = {
     "embed.tokens": "x = W_E[ids]                      token embedding lookup",
     "embed.positions": "p = W_P[pos]                      learned position vectors",
     "embed.out": "x = tokens (+ positions)          the residual stream starts here",
-    "attn.norm": "h = norm(x)                       RMSNorm: x / rms(x) * g   (LayerNorm: (x - mean) / std * g + b)",
+    "attn.norm": "h = norm(x)",
     "attn.q": "q = h W_q  (after RoPE rotation when the model uses RoPE)",
     "attn.k": "k = h W_k  (shared by a group of query heads under GQA)",
     "attn.v": "v = h W_v",
@@ -26,8 +26,8 @@ EQUATIONS = {
     "attn.out": "o W_o                             what attention adds",
     "attn.resid": "x = x + attention                 residual stream",
     "mlp.norm": "h = norm(x)",
-    "mlp.pre_act": "g = h W_gate  (or h W_1)",
-    "mlp.act": "silu(g) * (h W_up)  (SwiGLU)  or  gelu(h W_1)",
+    "mlp.pre_act": "g = h W_1",
+    "mlp.act": "act(g)",
     "mlp.out": "(...) W_down                       what the MLP adds",
     "mlp.resid": "x = x + mlp                       residual stream",
     "final_norm": "norm(x) after the last block",
@@ -35,9 +35,26 @@ EQUATIONS = {
 }
 
 
-def _equation(name: str) -> str:
+def _equations(cfg) -> dict[str, str]:
+    """EQUATIONS, with the norm and MLP of this model spelled out."""
+    eq = dict(EQUATIONS)
+    norm = ("RMSNorm: x / sqrt(mean(x^2) + eps) * g" if cfg.norm == "rmsnorm"
+            else "LayerNorm: (x - mean(x)) / sqrt(var(x) + eps) * g + b")
+    eq["attn.norm"] = f"h = norm(x)                       {norm}"
+    if cfg.mlp == "swiglu":
+        eq["mlp.pre_act"] = "g = h W_gate"
+        eq["mlp.act"] = f"{cfg.activation}(g) * (h W_up)            SwiGLU"
+    else:
+        eq["mlp.pre_act"] = "g = h W_1"
+        eq["mlp.act"] = f"{cfg.activation}(g)"
+    if cfg.positions != "rope":
+        eq["attn.q"] = "q = h W_q"
+    return eq
+
+
+def _equation(name: str, equations: dict[str, str]) -> str:
     key = ".".join(name.split(".")[-2:]) if name.startswith("layers.") else name
-    return EQUATIONS.get(key, "")
+    return equations.get(key, "")
 
 
 def _preview(t: torch.Tensor, n: int = 4) -> str:
@@ -63,6 +80,7 @@ def walkthrough(model, tokenizer, text: str, layers: int | None = 2) -> str:
     pieces = [tokenizer.decode([i]) for i in ids]
     lines = [f"input: {text!r}", f"tokens ({len(ids)}): {pieces}", f"ids: {ids}", ""]
     n_layer = len(model.layers)
+    equations = _equations(model.cfg)
     for name in trace:
         layer = int(name.split(".")[1]) if name.startswith("layers.") else None
         if layer is not None and layers is not None and layer >= layers:
@@ -70,7 +88,7 @@ def walkthrough(model, tokenizer, text: str, layers: int | None = 2) -> str:
                 lines.append(f"... layers {layers}..{n_layer - 1} repeat the same steps ...")
             continue
         t = trace[name]
-        lines.append(f"{name:<32} {str(tuple(t.shape)):<20} {_preview(t):<44} {_equation(name)}")
+        lines.append(f"{name:<32} {str(tuple(t.shape)):<20} {_preview(t):<44} {_equation(name, equations)}")
     probs = torch.softmax(logits[0, -1].float(), -1)
     top = torch.topk(probs, 5)
     lines.append("")
