@@ -25,12 +25,13 @@ safetensors only (never a pickle).
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import torch
 
+from lucidlm.loading.checkpoint import read_safetensors
+from lucidlm.loading.hf import read_hf_weights
 from lucidlm.models.config import ModelConfig
 from lucidlm.models.transformer import Encoder
 
@@ -107,35 +108,6 @@ def convert_state_dict(hf_tensors: dict[str, torch.Tensor], cfg: ModelConfig) ->
     return out
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """All tensors of a ``.safetensors`` file, or of the shards a ``*.safetensors.index.json`` names."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no weights file at {path}")
-    if path.name.endswith(".index.json"):
-        weight_map = json.loads(path.read_text(encoding="utf-8")).get("weight_map", {})
-        tensors: dict[str, torch.Tensor] = {}
-        for shard in sorted(set(weight_map.values())):
-            tensors.update(read_safetensors(path.parent / shard))
-        return tensors
-    try:
-        return load_file(path)
-    except Exception as exc:  # safetensors raises its own error type for a bad header
-        raise ValueError(f"{path} is not a readable safetensors file: {exc}") from None
-
-
-def _weights_file(directory: Path) -> Path:
-    for name in ("model.safetensors", "model.safetensors.index.json"):
-        if (directory / name).is_file():
-            return directory / name
-    if (directory / "pytorch_model.bin").is_file():
-        raise ValueError(f"{directory} has only pytorch_model.bin (a pickle, which lucidlm never loads); "
-                         "convert it to model.safetensors first")
-    raise FileNotFoundError(f"no model.safetensors in {directory}")
-
-
 def load_bert(
     path: str | os.PathLike,
     *,
@@ -152,7 +124,7 @@ def load_bert(
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no BERT checkpoint at {path}")
-    weights = _weights_file(path) if path.is_dir() else path
+    weights = path / "model.safetensors" if path.is_dir() else path
     if config is None:
         config = weights.parent / "config.json"
     if not isinstance(config, ModelConfig):
@@ -164,7 +136,9 @@ def load_bert(
                 raise ValueError(f"the BERT config beside {weights} is not a JSON object")
         config = config_from_hf(config, name=weights.parent.name)
     model = Encoder(config)
-    state = convert_state_dict(read_safetensors(weights), config)
+    # the shared readers: sharded checkpoints, and a clear refusal of pickled pytorch_model.bin
+    hf_tensors = read_hf_weights(path) if path.is_dir() else read_safetensors(path)[0]
+    state = convert_state_dict(hf_tensors, config)
     expected = model.state_dict()
     for key, tensor in state.items():
         if tensor.shape != expected[key].shape:
