@@ -44,7 +44,7 @@ test-all: install-test
 	$(BIN)/python -m pytest -m "slow or not slow"
 
 bench: install-test
-	$(BIN)/lucidlm assets fetch cl100k_base o200k_base
+	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
 lint: install-test
