@@ -12,7 +12,7 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from lucidlm import assets, demo
-    from lucidlm.embed import search as embed_search
+    from lucidlm.embed import cli as embed_cli
     from lucidlm.inspect import cli as inspect_cli
     from lucidlm.tokenizers import cli as tokenizer_cli
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     tokenizer_cli.register_cli(sub)
     demo.register_cli(sub)
     inspect_cli.register_cli(sub)
-    embed_search.register_cli(sub)
+    embed_cli.register_cli(sub)
     return parser
 
 

@@ -15,9 +15,7 @@ CLI (``register_cli``):
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import logging
 import os
 import re
@@ -27,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from lucidlm.embed import DEFAULT_MODEL, SentenceEmbedder, embed, load_embedder
+from lucidlm.embed.sentence import DEFAULT_MODEL, SentenceEmbedder, embed, load_embedder
 
 log = logging.getLogger(__name__)
 _CACHE_FORMAT = "lucidlm-embeddings-1"
@@ -189,66 +187,4 @@ def search_file(path: str | os.PathLike, query: str, *, top: int = 5,
     return [SearchHit(h.rank, h.score, h.index, h.text, c.lines[h.index]) for h in hits]
 
 
-# --- command line --------------------------------------------------------------------------------
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
-
-
-def cmd_search(args) -> int:
-    hits = search_file(args.corpus, args.query, top=args.top, model=args.model, batch_size=args.batch_size,
-                       max_length=args.max_length, cache=not args.no_cache)
-    if args.json:
-        print(json.dumps([{"rank": h.rank, "score": round(h.score, 6), "line": h.line, "text": h.text}
-                          for h in hits], ensure_ascii=False))
-        return 0
-    for h in hits:
-        print(f"{h.rank:>3}  {h.score:.4f}  line {h.line}: {h.text}")
-    return 0
-
-
-def cmd_encode(args) -> int:
-    e = embed(args.texts, args.model, args.batch_size, max_length=args.max_length)
-    if args.json:
-        print(json.dumps([[round(x, 7) for x in row] for row in e.tolist()]))
-        return 0
-    print(f"shape {tuple(e.shape)}  (L2-normalised, mean-pooled)")
-    for text, row in zip(args.texts, e.tolist()):
-        head = ", ".join(f"{x:+.4f}" for x in row[: args.show])
-        print(f"[{head}, ...]  {text}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    """Add ``lucidlm embed {search,encode}`` to the top-level parser's subparsers."""
-    p = subparsers.add_parser("embed", help="sentence embeddings and similarity search (all-MiniLM-L6-v2)")
-    sub = p.add_subparsers(dest="embed_command", metavar="ACTION", required=True)
-
-    def common(q) -> None:
-        q.add_argument("--model", default=DEFAULT_MODEL,
-                       help=f"{DEFAULT_MODEL!r} or a Hugging Face BERT directory (default: %(default)s)")
-        q.add_argument("--max-length", type=_positive, default=None,
-                       help="word pieces kept per text, [CLS]/[SEP] included; longer texts are truncated "
-                            "(default: the model's, 256 for all-MiniLM-L6-v2)")
-        q.add_argument("--batch-size", type=_positive, default=32,
-                       help="texts per forward pass (default: 32)")
-        q.add_argument("--json", action="store_true", help="print JSON instead of a table")
-
-    s = sub.add_parser("search", help="rank the lines of a file by cosine similarity to a query")
-    s.add_argument("--corpus", required=True, help="UTF-8 text file, one text per line (blank lines skipped)")
-    s.add_argument("--query", required=True, help="the text to search for")
-    s.add_argument("--top", type=_positive, default=5, help="how many lines to show (default: 5)")
-    s.add_argument("--no-cache", action="store_true", help="do not read or write the corpus embedding cache")
-    common(s)
-    s.set_defaults(func=cmd_search)
-
-    e = sub.add_parser("encode", help="print the embeddings of texts")
-    e.add_argument("texts", nargs="+", metavar="TEXT", help="texts to embed")
-    e.add_argument("--show", type=_positive, default=8, help="values shown per vector (default: 8)")
-    common(e)
-    e.set_defaults(func=cmd_encode)
+from lucidlm.embed.cli import register_cli  # noqa: E402,F401  (kept importable from here)
