@@ -178,15 +178,10 @@ def _int_or_none(value) -> int | None:
 
 def read_gguf(path: str | os.PathLike) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
     """(ModelConfig, lucidlm state dict) of a Llama-family GGUF file."""
-    from gguf import GGUFReader
+    from lucidlm.tokenizers.gguf_vocab import open_gguf
 
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no GGUF file at {path}")
-    try:
-        reader = GGUFReader(str(path))
-    except (ValueError, OSError, KeyError, IndexError) as exc:
-        raise ValueError(f"{path} is not a readable GGUF file: {exc}") from None
+    reader = open_gguf(path)  # shared with the tokenizer, which reads the same header
     cfg = config_from_gguf(reader, name=path.stem)
     cfg = cfg.replace(extra={"source": str(path), "format": "gguf",
                              "gguf_name": _field(reader, "general.name", ""),

@@ -22,6 +22,7 @@ so a GGUF tokenizer encodes like the ``tokenizer.json`` it came from.
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from pathlib import Path
@@ -66,12 +67,12 @@ GGUF_PRE_TOKENIZERS: dict[str, dict] = {
 _LLAMA3_FAMILY = {"llama-bpe", "llama3", "llama-v3"}
 
 
-def read_gguf_metadata(path: str | os.PathLike) -> dict[str, object]:
-    """The ``tokenizer.*`` and ``general.*`` keys of a GGUF file as Python values.
+def open_gguf(path: str | os.PathLike):
+    """A ``gguf.GGUFReader`` for the file, shared within this process.
 
-    Strings are ``str`` except token and merge lists, which stay ``bytes`` (decoded by the caller,
-    so that a broken entry can be named). Tensors are never read.
-    """
+    Parsing the header of a model file (tens of thousands of token strings) takes seconds, and
+    ``load_model`` needs it twice: once for the weights, once for the tokenizer. The reader
+    memory-maps the file, so keeping it costs address space, not memory."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no GGUF file at {path}")
@@ -79,12 +80,29 @@ def read_gguf_metadata(path: str | os.PathLike) -> dict[str, object]:
         magic = f.read(4)
     if magic != b"GGUF":
         raise ValueError(f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')")
-    from gguf import GGUFReader, GGUFValueType
+    stat = path.stat()
+    return _open_gguf_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _open_gguf_cached(path: str, size: int, mtime_ns: int):
+    from gguf import GGUFReader
 
     try:
-        reader = GGUFReader(path, "r")  # memory-maps the file; tensor data stays on disk
+        return GGUFReader(path, "r")  # memory-maps the file; tensor data stays on disk
     except (ValueError, IndexError, KeyError, OverflowError, struct.error, OSError) as exc:
         raise ValueError(f"{path} is not a readable GGUF file (truncated or corrupt?): {exc}") from None
+
+
+def read_gguf_metadata(path: str | os.PathLike) -> dict[str, object]:
+    """The ``tokenizer.*`` and ``general.*`` keys of a GGUF file as Python values.
+
+    Strings are ``str`` except token and merge lists, which stay ``bytes`` (decoded by the caller,
+    so that a broken entry can be named). Tensors are never read.
+    """
+    from gguf import GGUFValueType
+
+    reader = open_gguf(path)
     meta: dict[str, object] = {}
     for name, field in reader.fields.items():
         if not name.startswith(("tokenizer.", "general.")):
