@@ -57,13 +57,25 @@ class RotaryEmbedding(nn.Module):
         angles = torch.cat((angles, angles), dim=-1)  # (T, hs): the same angle for both halves
         self.register_buffer("cos", angles.cos(), persistent=False)
         self.register_buffer("sin", angles.sin(), persistent=False)
+        self._last: tuple | None = None  # (positions, dtype, cos, sin) of the latest lookup
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # q: (B, nh, T, hs), k: (B, nkv, T, hs), positions: (T,) or (B, T)
+        cos, sin = self._tables_at(positions, q.dtype)
+        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+
+    def _tables_at(self, positions: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin rows for ``positions``. Every layer of a model shares this module and receives
+        the same positions tensor in one forward pass, so the lookup is done once, not per layer
+        (at one token per step these few small ops are a visible share of the time)."""
+        last = self._last
+        if last is not None and last[0] is positions and last[1] == dtype:
+            return last[2], last[3]
         if positions.max() >= self.cos.shape[0]:
             raise ValueError(f"position {int(positions.max())} is beyond the RoPE table ({self.cos.shape[0]})")
         cos, sin = self.cos[positions], self.sin[positions]  # (T, hs) or (B, T, hs)
         if cos.dim() == 3:
             cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hs): broadcast over heads
-        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
-        return q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
+        cos, sin = cos.to(dtype), sin.to(dtype)
+        self._last = (positions, dtype, cos, sin)
+        return cos, sin
