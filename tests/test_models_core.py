@@ -251,6 +251,22 @@ def test_encoder_decoder_cache_matches_full_decoding(placement):
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=ATOL, rtol=0)
 
 
+def test_encoder_decoder_cache_computes_cross_attention_keys_once():
+    """With a cache, the encoder output's keys/values are projected at the first step only."""
+    model = _build(SEQ2SEQ)
+    src, tgt = _ids(1, 7, low=1), _ids(1, 5, seed=1, low=1)
+    calls = []
+    hooks = [layer.cross_attn.kv.register_forward_hook(lambda *a: calls.append(1)) for layer in model.layers]
+    with torch.no_grad():
+        memory = model.encode(src)
+        cache = model.new_cache(batch=1, max_len=8)
+        for t in range(5):
+            model.decode(tgt[:, t : t + 1], memory, cache=cache)
+    for h in hooks:
+        h.remove()
+    assert len(calls) == len(model.layers)  # once per layer, not once per step
+
+
 # ---------------------------------------------------------------- bad input
 
 

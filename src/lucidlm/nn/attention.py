@@ -92,6 +92,9 @@ class LayerCache:
     k: torch.Tensor
     v: torch.Tensor
     length: int = 0
+    # Cross-attention of an encoder-decoder: the encoder output's keys and values, computed at the
+    # first decoding step and reused at every later one (the source does not change meanwhile).
+    memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k, v: (B, nkv, T, hs) of the new positions -> all cached keys, values (B, nkv, length, hs)."""
@@ -168,7 +171,12 @@ class Attention(nn.Module):
             if memory is None:
                 raise ValueError("cross-attention needs the encoder output (memory=)")
             q = self.q(x)
-            k, v = self.kv(memory).split(nkv * hs, dim=-1)
+            if cache is not None and cache.memory_kv is not None:
+                k, v = cache.memory_kv
+            else:
+                k, v = self.kv(memory).split(nkv * hs, dim=-1)  # (B, S, nkv * hs) each
+                if cache is not None:
+                    cache.memory_kv = (k, v)
         else:
             q, k, v = self.qkv(x).split([C, nkv * hs, nkv * hs], dim=-1)
         S_new = k.shape[1]
@@ -182,7 +190,7 @@ class Attention(nn.Module):
                 positions = torch.arange(start, start + T, device=x.device)
             q, k = self.rope(q, k, positions)
         # 3. with a cache: append the new keys/values, attend over all of them
-        if cache is not None:
+        if cache is not None and not self.cross:
             k, v = cache.append(k, v)
         S = k.shape[2]
         if key_padding is not None and tuple(key_padding.shape) != (B, S):

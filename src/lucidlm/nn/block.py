@@ -74,7 +74,7 @@ class Block(nn.Module):
         if self.cross_attn is not None:
             x = self._sub(
                 x, self.norm_cross,
-                lambda h: self.cross_attn(h, memory=memory, key_padding=memory_padding, trace=trace,
+                lambda h: self.cross_attn(h, memory=memory, key_padding=memory_padding, cache=cache, trace=trace,
                                           name=f"{name}.cross_attn"),
                 trace, f"{name}.cross_attn",
             )
