@@ -183,3 +183,13 @@ def test_every_code_point_splits_like_tiktoken(pair, probe):
 @pytest.mark.parametrize("probe", sorted(set(CODE_POINT_PROBES) - {"letter-contraction"}))
 def test_every_code_point_splits_like_tiktoken_more_contexts(pair, probe):
     test_every_code_point_splits_like_tiktoken(pair, probe)
+
+
+def test_rank_file_written_by_lucidlm_reads_back_in_tiktoken(pair, tmp_path):
+    from tiktoken.load import load_tiktoken_bpe
+
+    from lucidlm.tokenizers.formats import save_tiktoken_file
+
+    ours, ref = pair
+    path = save_tiktoken_file(ours, tmp_path / "copy.tiktoken")
+    assert load_tiktoken_bpe(str(path)) == ref._mergeable_ranks

@@ -69,6 +69,12 @@ def _ranges(cps: set[int]) -> str:
 
 
 @functools.cache
+def _every_code_point() -> str:
+    """All 1.1M code points but the surrogates, as one string (built once, shared by the properties)."""
+    return "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
+
+
+@functools.cache
 def unicode_drift(prop: str) -> tuple[frozenset[int], frozenset[int]]:
     """How the installed ``regex`` module's ``\\p{prop}`` differs from Unicode 16.0, the version of
     tiktoken's Rust regex: (code points it adds, code points it lacks). Both are empty when
@@ -79,8 +85,7 @@ def unicode_drift(prop: str) -> tuple[frozenset[int], frozenset[int]]:
     for item in "".join(CATEGORIES[prop]).split():
         a, b = (int(x, 16) for x in item.split("-"))
         unicode16.update(range(a, b + 1))
-    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF)
-    installed = {ord(c) for c in regex.findall(rf"\p{{{prop}}}", every)}
+    installed = {ord(c) for c in regex.findall(rf"\p{{{prop}}}", _every_code_point())}
     return frozenset(installed - unicode16), frozenset(unicode16 - installed)
 
 

@@ -19,16 +19,6 @@ RESET = "\x1b[0m"
 WHITESPACE_VIEW = {" ": "·", "\n": "↵\n", "\t": "→", "\r": "␍"}
 
 
-def token_spans(tokenizer, ids: list[int]) -> list[tuple[int, int]]:
-    """Byte range [start, end) of each token in the decoded byte stream."""
-    spans, pos = [], 0
-    for i in ids:
-        n = len(tokenizer.token_bytes(i))
-        spans.append((pos, pos + n))
-        pos += n
-    return spans
-
-
 def _visible(ch: str, whitespace: bool) -> str:
     """Whitespace as · ↵ →, and invisible characters (zero-width joiner, variation selectors,
     controls) by their code point, so that every token has something to show."""
@@ -72,13 +62,9 @@ def render_tokens(tokenizer, text: str, *, color: bool = True, whitespace: bool 
         # map back onto the input bytes: show the token strings themselves.
         pieces = ["".join(_visible(ch, whitespace) for ch in tokenizer.id_to_token(i)) for i in ids]
         return ("" if color else "|").join(_paint(p, k, color) for k, p in enumerate(pieces))
-    data = b"".join(tokenizer.token_bytes(i) for i in ids)
-    starts = [s for s, _ in token_spans(tokenizer, ids)]
-    # which token owns each byte
-    owner = [0] * len(data)
-    for k, s in enumerate(starts):
-        end = starts[k + 1] if k + 1 < len(starts) else len(data)
-        owner[s:end] = [k] * (end - s)
+    pieces = [tokenizer.token_bytes(i) for i in ids]
+    data = b"".join(pieces)
+    owner = [k for k, piece in enumerate(pieces) for _ in piece]  # which token each byte belongs to
 
     out: list[str] = []
     pos = 0
