@@ -12,9 +12,11 @@ import sys
 
 def build_parser() -> argparse.ArgumentParser:
     from lucidlm import assets, demo
+    from lucidlm.data import cli as data_cli
     from lucidlm.embed import cli as embed_cli
     from lucidlm.inspect import cli as inspect_cli
     from lucidlm.tokenizers import cli as tokenizer_cli
+    from lucidlm.train import cli as train_cli
 
     parser = argparse.ArgumentParser(prog="lucidlm", description="Understand LLMs by running one.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -23,6 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.register_cli(sub)
     inspect_cli.register_cli(sub)
     embed_cli.register_cli(sub)
+    data_cli.register_cli(sub)
+    train_cli.register_cli(sub)
     return parser
 
 

@@ -1,0 +1,87 @@
+"""``lucidlm train`` and ``lucidlm plot``: thin wrappers over ``lucidlm.train``.
+
+    lucidlm train --config run.toml --lr=3e-4 --model.n_layer=6
+    torchrun --standalone --nproc_per_node=2 -m lucidlm.cli train --config run.toml
+    lucidlm plot out/shakespeare-char          # writes out/shakespeare-char/loss.png
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def cmd_train(args, overrides: list[str]) -> int:
+    from lucidlm.train.config import TrainConfig
+    from lucidlm.train.loop import train
+
+    cfg = TrainConfig.from_toml(args.config, overrides)
+    if cfg.lora or cfg.data.endswith(".jsonl"):  # fine-tuning: chats and/or LoRA adapters
+        from lucidlm.train.instruct import finetune
+
+        result = finetune(cfg, resume=args.resume, overwrite=args.overwrite, handle_signals=True)
+    else:
+        result = train(cfg, resume=args.resume, overwrite=args.overwrite, handle_signals=True)
+    if result.stopped == "done" and result.is_main:
+        best = f", best val loss {result.best_val_loss:.4f}" if result.val_losses else ""
+        print(f"done: {result.step} steps{best}; checkpoint {result.checkpoint}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from lucidlm.train.metrics import plot_run
+
+    print(plot_run(args.run_dir, args.out))
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """Add ``lucidlm train`` and ``lucidlm plot`` to the top-level parser's subparsers."""
+    from lucidlm.train.config import TrainConfig
+
+    keys = ", ".join(f.name for f in TrainConfig.__dataclass_fields__.values())
+    t = subparsers.add_parser(
+        "train", help="train a language model on a prepared token dataset",
+        description="Train per a TOML config; any setting can be overridden with --key=value "
+                    "(--model.FIELD=value for the model). Settings: " + keys,
+        epilog="Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves out_dir/last and exits; "
+               "continue with --resume. Run under torchrun for data-parallel training.")
+    t.add_argument("--config", metavar="FILE.toml", help="training config (TOML); without it, the defaults")
+    t.add_argument("--resume", action="store_true", help="continue step-exactly from out_dir/last")
+    t.add_argument("--overwrite", action="store_true",
+                   help="start over in an out_dir that holds a checkpoint (replaced when this run first saves)")
+    t.set_defaults(func=_train_with_overrides)
+    _collect_overrides(t)
+
+    p = subparsers.add_parser("plot", help="draw a run's train/val loss curves into RUN_DIR/loss.png")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a training out_dir (holds metrics.jsonl)")
+    p.add_argument("--out", help="where to write the PNG (default: RUN_DIR/loss.png)")
+    p.set_defaults(func=cmd_plot)
+
+
+def _train_with_overrides(args) -> int:
+    return cmd_train(args, list(getattr(args, "overrides", [])))
+
+
+def _collect_overrides(parser: argparse.ArgumentParser) -> None:
+    """Let ``parser`` keep the arguments it does not know as ``args.overrides``.
+
+    argparse cannot know the config's keys in advance (``--model.n_layer`` names a ModelConfig
+    field), so ``--key=value`` / ``--key value`` pass through to ``TrainConfig.from_toml``, which
+    rejects unknown keys by name. The top-level parser hands a subcommand its arguments through
+    ``parse_known_args``; this instance's version files the leftovers instead of refusing them.
+    """
+    original = parser.parse_known_args
+
+    def parse_known_args(args=None, namespace=None):
+        namespace, extras = original(args, namespace)
+        overrides, i = [], 0
+        while i < len(extras):
+            item = extras[i]
+            if item.startswith("--") and "=" not in item and i + 1 < len(extras) and not extras[i + 1].startswith("--"):
+                item, i = f"{item}={extras[i + 1]}", i + 1  # --lr 3e-4 -> --lr=3e-4
+            overrides.append(item)
+            i += 1
+        namespace.overrides = overrides
+        return namespace, []
+
+    parser.parse_known_args = parse_known_args

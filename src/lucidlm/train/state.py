@@ -1,0 +1,127 @@
+"""Checkpoints of a training run, and resuming one step-exactly.
+
+    out_dir/
+      last/                 written every eval_interval steps, at the end, and on SIGINT/SIGTERM
+        config.json  model.safetensors  tokenizer.json    (a lucidlm checkpoint: load_model opens it)
+        train_config.json   the TrainConfig of the run
+        train_state.pt      step, optimizer moments, best val loss, every RNG state
+      best/                 the same, at the lowest val loss so far
+      metrics.jsonl  loss.png
+
+``train_state.pt`` holds only tensors and plain Python values, so it loads with
+``torch.load(weights_only=True)``, which refuses to run pickled code. Each checkpoint is written
+into a temporary directory and renamed into place (``lucidlm.loading.checkpoint.atomic_dir``): a
+run that crashes or is killed mid-save leaves the previous checkpoint whole.
+
+Step-exact resume: the weights (float32 safetensors, bit-exact), the AdamW moments, the step (the
+learning-rate schedule is a function of it), the data generator's state (which windows come next)
+and torch's RNG (dropout) are all restored, so step k+1 after a resume computes exactly what it
+would have computed without the interruption.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import torch
+
+LAST, BEST = "last", "best"
+TRAIN_STATE_FILE = "train_state.pt"
+TRAIN_CONFIG_FILE = "train_config.json"
+STATE_VERSION = 1
+
+
+def check_out_dir(out_dir: str | os.PathLike, *, resume: bool, overwrite: bool) -> Path | None:
+    """The checkpoint to resume from (or None), after refusing to start a new run over an old one."""
+    out_dir = Path(out_dir)
+    existing = [name for name in (LAST, BEST) if (out_dir / name).exists()]
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other; pass one")
+    if resume:
+        if not (out_dir / LAST).is_dir():
+            raise FileNotFoundError(f"--resume: no checkpoint at {out_dir / LAST}; start a new run without --resume")
+        return out_dir / LAST
+    if existing and not overwrite:
+        raise ValueError(
+            f"{out_dir} already holds a checkpoint ({', '.join(n + '/' for n in existing)}); pass --resume to continue "
+            "it, --overwrite to start over (old checkpoints are replaced only when the new run saves), "
+            "or choose another --out_dir"
+        )
+    return None
+
+
+def rng_states(data_generator: torch.Generator) -> dict:
+    states = {"torch": torch.get_rng_state(), "data": data_generator.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict, data_generator: torch.Generator) -> None:
+    torch.set_rng_state(states["torch"])
+    data_generator.set_state(states["data"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def save_run_checkpoint(path: str | os.PathLike, model, tokenizer, cfg, state: dict) -> Path:
+    """Write a checkpoint directory with the model, tokenizer, train_config.json and
+    train_state.pt, atomically (all of it appears at once, or none of it)."""
+    from lucidlm.loading.checkpoint import save_checkpoint
+
+    def extra(folder: Path) -> None:
+        (folder / TRAIN_CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2) + "\n", encoding="utf-8")
+        torch.save({"version": STATE_VERSION, **state}, folder / TRAIN_STATE_FILE)
+
+    return save_checkpoint(model, path, tokenizer, extra=extra)
+
+
+def load_train_state(folder: str | os.PathLike) -> dict:
+    """train_state.pt, loaded without unpickling code; a corrupt file is a ValueError naming it."""
+    path = Path(folder) / TRAIN_STATE_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"no {TRAIN_STATE_FILE} in {folder}: not a training checkpoint (cannot resume from it)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, KeyError) as exc:
+        raise ValueError(f"{path} is corrupt or truncated ({type(exc).__name__}: {str(exc)[:200]}); restore it "
+                         "from a backup, resume from another checkpoint, or start over with --overwrite") from None
+    needed = {"version", "step", "optimizer", "rng", "best_val_loss", "train_config"}
+    if not isinstance(state, dict) or not needed <= set(state):
+        missing = sorted(needed - set(state)) if isinstance(state, dict) else sorted(needed)
+        raise ValueError(f"{path} is not a lucidlm training state (missing {missing})")
+    if state["version"] > STATE_VERSION:
+        raise ValueError(f"{path} was written by a newer lucidlm (train state version {state['version']}); upgrade")
+    return state
+
+
+def model_config_differences(saved: dict, wanted: dict) -> list[str]:
+    """``["n_layer: checkpoint 2, config 4", ...]`` for the ModelConfig fields that differ
+    (free-form ``extra`` and the display ``name`` are not part of the shape)."""
+    keys = sorted((set(saved) | set(wanted)) - {"extra", "name"})
+    return [f"{k}: checkpoint {saved.get(k)!r}, config {wanted.get(k)!r}" for k in keys if saved.get(k) != wanted.get(k)]
+
+
+def load_model_for_resume(folder: Path, train_state: dict, wanted_model_cfg, init_from: str):
+    """The model saved in ``folder``, in train mode; a changed model config (or init_from) is a
+    ValueError naming the fields, raised before anything is written."""
+    from lucidlm.loading.checkpoint import load_checkpoint
+    from lucidlm.models.config import ModelConfig
+
+    saved_cfg = ModelConfig.load(folder / "config.json")
+    if wanted_model_cfg is not None:
+        diffs = model_config_differences(saved_cfg.to_dict(), wanted_model_cfg.to_dict())
+        if diffs:
+            raise ValueError(f"--resume: the model config changed since {folder} was saved ({'; '.join(diffs)}); "
+                             "restore the old settings, or start a new run in another out_dir")
+    else:
+        saved_init_from = train_state["train_config"].get("init_from", "scratch")
+        if init_from != saved_init_from:
+            raise ValueError(f"--resume: init_from changed since {folder} was saved (checkpoint "
+                             f"{saved_init_from!r}, config {init_from!r}); restore it or start a new run in another "
+                             "out_dir")
+    model, _ = load_checkpoint(folder, tokenizer=False)
+    return model.train()
