@@ -14,6 +14,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lucidlm import assets, demo
     from lucidlm.data import cli as data_cli
     from lucidlm.embed import cli as embed_cli
+    from lucidlm.generate import cli as generate_cli
     from lucidlm.inspect import cli as inspect_cli
     from lucidlm.tokenizers import cli as tokenizer_cli
     from lucidlm.train import cli as train_cli
@@ -27,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed_cli.register_cli(sub)
     data_cli.register_cli(sub)
     train_cli.register_cli(sub)
+    generate_cli.register_cli(sub)
     return parser
 
 

@@ -1,0 +1,49 @@
+"""Generation: logits -> sampler -> ids -> text, one token at a time.
+
+- ``sampling``: ``SamplingParams`` and one short function per sampler (temperature, top-k,
+  top-p, min-p, penalties); ``sample_token`` chains them.
+- ``decode``: ``generate`` / ``stream`` / ``generate_batch`` with a KV cache, stop strings and
+  ids, per-token log-probabilities.
+- ``stream``: text deltas that never split a character; stop strings that never leak.
+- ``chat``: ``render_chat(messages)``, the model's Jinja chat template rendered as HF does.
+"""
+
+from lucidlm.generate.chat import CHATML_TEMPLATE, render_chat
+from lucidlm.generate.decode import (
+    GenerationResult,
+    StreamEvent,
+    TokenLogprob,
+    encode_prompt,
+    generate,
+    generate_batch,
+    stream,
+    stream_batch,
+)
+from lucidlm.generate.sampling import (
+    SamplingParams,
+    make_generator,
+    process_logits,
+    sample_token,
+    sampling_probs,
+)
+from lucidlm.generate.stream import IncrementalDecoder, StopChecker
+
+__all__ = [
+    "CHATML_TEMPLATE",
+    "GenerationResult",
+    "IncrementalDecoder",
+    "SamplingParams",
+    "StopChecker",
+    "StreamEvent",
+    "TokenLogprob",
+    "encode_prompt",
+    "generate",
+    "generate_batch",
+    "make_generator",
+    "process_logits",
+    "render_chat",
+    "sample_token",
+    "sampling_probs",
+    "stream",
+    "stream_batch",
+]

@@ -1,0 +1,169 @@
+"""``lucidlm generate`` and ``lucidlm chat``: thin front ends over ``lucidlm.generate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _load(args: argparse.Namespace):
+    from lucidlm.models.load import load_model
+
+    model, tokenizer = load_model(args.model)
+    if tokenizer is None:
+        raise ValueError(f"{args.model} has no tokenizer to turn text into ids; save the checkpoint with one")
+    model.eval()
+    if hasattr(model, "use_decode_layout"):
+        model.use_decode_layout()  # same weights, stored for one-token-at-a-time speed
+    return model, tokenizer
+
+
+def _params(args: argparse.Namespace):
+    from lucidlm.generate.sampling import SamplingParams
+
+    return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          repetition_penalty=args.repetition_penalty, frequency_penalty=args.frequency_penalty,
+                          presence_penalty=args.presence_penalty, seed=args.seed)
+
+
+def _options(args: argparse.Namespace) -> dict:
+    return dict(max_tokens=args.max_tokens, params=_params(args), stop=args.stop, stop_ids=args.stop_id,
+                ignore_eos=args.ignore_eos, use_cache=not args.no_cache, truncate=args.truncate)
+
+
+def _template(args: argparse.Namespace, tokenizer) -> str:
+    from lucidlm.generate.chat import CHATML_TEMPLATE
+
+    if args.template == "chatml":
+        return CHATML_TEMPLATE
+    if args.template:
+        path = Path(args.template)
+        if not path.is_file():
+            raise FileNotFoundError(f"no chat template file at {path}; give a Jinja file or 'chatml'")
+        return path.read_text(encoding="utf-8")
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.chat_template
+    print("lucidlm: the model has no chat template; using ChatML (--template to choose)", file=sys.stderr)
+    return CHATML_TEMPLATE
+
+
+def _show(token) -> str:
+    return repr(token.token)
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    from lucidlm.generate.chat import render_chat
+    from lucidlm.generate.decode import stream
+
+    model, tok = _load(args)
+    prompt = args.prompt
+    if args.chat:
+        messages = ([{"role": "system", "content": args.system}] if args.system else [])
+        prompt = render_chat([*messages, {"role": "user", "content": prompt}], template=_template(args, tok),
+                             tokenizer=tok)
+    start, n, reason, n_prompt = time.perf_counter(), 0, None, 0
+    events = stream(model, tok, prompt, logprobs=args.show_probs, add_special=not args.chat, **_options(args))
+    if not args.show_probs:
+        print(args.prompt if not args.chat else "", end="", flush=True)
+    for event in events:
+        n, reason, n_prompt = n + 1, event.finish_reason, event.prompt_tokens
+        if args.show_probs:  # one line per token: the chosen one, then the most likely alternatives
+            lp = event.logprob
+            alts = "  ".join(f"{_show(a)} {a.prob:.1%}" for a in lp.top)
+            print(f"{event.position:>4} {_show(lp):<16} p={lp.prob:6.1%}   top: {alts}", flush=True)
+        else:
+            print(event.text, end="", flush=True)
+    seconds = time.perf_counter() - start
+    if not args.show_probs:
+        print()
+    print(f"[{reason}: {n_prompt} prompt + {n} generated tokens, {n / seconds:.1f} tokens/s]", file=sys.stderr)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from lucidlm.generate.chat import render_chat
+    from lucidlm.generate.decode import encode_prompt, stream
+
+    model, tok = _load(args)
+    template = _template(args, tok)
+    system = args.system
+    history: list[dict] = []  # user and assistant turns; the system message is kept apart
+    context = model.cfg.max_seq_len
+    print("chat: type a message; /reset clears the history, /system TEXT sets the system message, /quit ends",
+          file=sys.stderr)
+    while True:
+        print("you> ", end="", flush=True)
+        line = sys.stdin.readline()
+        if not line:  # end of input
+            print()
+            return 0
+        text = line.rstrip("\n")
+        if not text.strip():
+            continue
+        if text.strip() in ("/quit", "/exit"):
+            return 0
+        if text.strip() == "/reset":
+            history.clear()
+            print("(history cleared)")
+            continue
+        if text.startswith("/system"):
+            system = text[len("/system"):].strip() or None
+            print(f"(system message {'set' if system else 'removed'})")
+            continue
+        history.append({"role": "user", "content": text})
+        # Keep the conversation within the context: drop the oldest turns until the prompt and the
+        # reply (max_tokens) fit. The latest user message always stays.
+        while True:
+            messages = ([{"role": "system", "content": system}] if system else []) + history
+            ids = encode_prompt(tok, render_chat(messages, template=template, tokenizer=tok), add_special=False)
+            if len(ids) + args.max_tokens <= context or len(history) == 1:
+                break
+            del history[:2 if len(history) > 2 else 1]  # one user + assistant exchange
+        if len(ids) + args.max_tokens > context:
+            history.pop()
+            print(f"(message too long: {len(ids)} tokens + max_tokens {args.max_tokens} > context {context})")
+            continue
+        print("assistant> ", end="", flush=True)
+        reply = []
+        for event in stream(model, tok, ids, **_options(args)):
+            reply.append(event.text)
+            print(event.text, end="", flush=True)
+        print()
+        history.append({"role": "assistant", "content": "".join(reply)})
+
+
+def _add_sampling_flags(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    p.add_argument("--model", "-m", default="smollm2-135m-instruct",
+                   help="model asset, preset, checkpoint directory, HF directory or .gguf file")
+    p.add_argument("--max-tokens", "-n", type=int, default=max_tokens, help=f"tokens to generate (default {max_tokens})")
+    p.add_argument("--temperature", "-t", type=float, default=1.0, help="0 = greedy; < 1 sharper, > 1 flatter")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus: keep tokens until their probability sums to p")
+    p.add_argument("--min-p", type=float, default=0.0, help="keep tokens with p >= min_p * the top token's p")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL/HF penalty on seen tokens (1 = off)")
+    p.add_argument("--frequency-penalty", type=float, default=0.0, help="OpenAI: - count * f (-2..2)")
+    p.add_argument("--presence-penalty", type=float, default=0.0, help="OpenAI: - p if seen (-2..2)")
+    p.add_argument("--seed", type=int, default=None, help="same seed, same text")
+    p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); not printed")
+    p.add_argument("--stop-id", action="append", type=int, default=[], help="stop token id (repeatable), besides EOS")
+    p.add_argument("--ignore-eos", action="store_true", help="keep going past the EOS token")
+    p.add_argument("--no-cache", action="store_true", help="recompute the whole sequence each step (the reference)")
+    p.add_argument("--truncate", action="store_true", help="drop the prompt's oldest tokens if it does not fit")
+    p.add_argument("--template", default=None, help="chat template: a Jinja file or 'chatml' (default: the model's)")
+    p.add_argument("--system", default=None, help="system message")
+
+
+def register_cli(subparsers) -> None:
+    g = subparsers.add_parser("generate", help="continue a prompt with a language model")
+    g.add_argument("prompt", help="the text to continue")
+    _add_sampling_flags(g, max_tokens=64)
+    g.add_argument("--show-probs", nargs="?", type=int, const=5, default=0, metavar="N",
+                   help="print each token with its probability and the N most likely alternatives (default 5)")
+    g.add_argument("--chat", action="store_true", help="send the prompt as a user message through the chat template")
+    g.set_defaults(func=cmd_generate)
+
+    c = subparsers.add_parser("chat", help="talk to a chat model (streaming; /reset, /system TEXT, /quit)")
+    _add_sampling_flags(c, max_tokens=256)
+    c.set_defaults(func=cmd_chat)

@@ -1,0 +1,362 @@
+"""Autoregressive decoding: prompt -> tokens, one at a time, with a KV cache.
+
+    ids = prompt
+    repeat: logits = model(ids)[-1]; token = sample(logits); ids += [token]; stop?
+
+Recomputing the whole sequence at every step costs O(T^2) per token; the keys and values of
+earlier positions never change, so a KV cache keeps them and each step feeds only the newest
+token (``last_only=True``: the output head runs on one position). ``use_cache=False`` is the
+textbook loop above, kept as the reference the cached path is tested against.
+
+Batches: prompts of different lengths are *left*-padded, so every row's newest token sits in
+the last column, and an ``attention_mask`` (1 = real token) grows by one column per step. With a
+mask the model numbers positions by real tokens only, so a padded row computes what it would
+alone (``DecoderLM.forward``); batched greedy output equals one-at-a-time output (tested).
+
+Events: ``stream`` yields one ``StreamEvent`` per generated token (its id, the text it adds,
+optionally its log-probability and the top-N alternatives); the last one carries the
+``finish_reason``: "stop" (a stop id or stop string) or "length" (``max_tokens`` reached).
+Notation: B batch, T time, V vocabulary.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lucidlm.generate.sampling import SamplingParams, make_generator, sample_token
+from lucidlm.generate.stream import IncrementalDecoder, StopChecker
+
+DEFAULT_PARAMS = SamplingParams()  # frozen, so one shared default is safe
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A token with its log-probability under the model (the raw softmax of its logits, before
+    penalties, temperature and filters, as OpenAI reports them); ``top``: the N most likely
+    tokens at that step, most likely first."""
+
+    token_id: int
+    token: str  # the token's own text (a piece of a multi-byte character shows as U+FFFD)
+    logprob: float
+    top: tuple[TokenLogprob, ...] = ()
+
+    @property
+    def prob(self) -> float:
+        return math.exp(self.logprob)
+
+
+@dataclass(frozen=True)
+class StreamEvent:
+    """One generated token. ``text`` may be "" while a character or a possible stop string is
+    held back; the texts of a stream concatenate to the final text."""
+
+    token_id: int
+    text: str
+    logprob: TokenLogprob | None  # with logprobs > 0 or token_logprobs=True
+    finish_reason: str | None  # "stop" or "length" on the last event of a sequence, else None
+    index: int = 0  # which prompt of a batch
+    position: int = 0  # 0 for the first generated token
+    prompt_tokens: int = 0
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str  # the completion, without the stop string or stop token
+    token_ids: tuple[int, ...]  # the generated ids, a final stop id included
+    finish_reason: str  # "stop" or "length"
+    prompt_ids: tuple[int, ...]
+    logprobs: tuple[TokenLogprob, ...] | None = None  # one per generated token
+
+    @property
+    def prompt_tokens(self) -> int:
+        return len(self.prompt_ids)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+# ----------------------------------------------------------------------------------------------
+# prompts
+
+
+def encode_prompt(tokenizer, text: str, *, add_special: bool = True) -> list[int]:
+    """Text -> ids as the model expects them: special-token text ("<|im_start|>") becomes its
+    id, as Hugging Face tokenizers do (chat templates are written that way), and BOS is added
+    when the tokenizer's files ask for it (``add_special=False`` to skip; a rendered chat
+    template already carries its own)."""
+    from lucidlm.tokenizers.bpe import BPETokenizer
+
+    if not isinstance(text, str):
+        raise ValueError(f"a prompt is a str or a list of token ids, got {type(text).__name__}")
+    ids = tokenizer.encode(text, allowed_special="all") if isinstance(tokenizer, BPETokenizer) else tokenizer.encode(text)
+    if add_special and hasattr(tokenizer, "add_special_ids"):
+        ids = tokenizer.add_special_ids(ids)
+        if getattr(tokenizer, "add_eos", False) and ids and ids[-1] == tokenizer.eos_id:
+            ids = ids[:-1]  # a prompt that ends in EOS asks for nothing more
+    return list(ids)
+
+
+def _prompt_ids(model, tokenizer, prompt: str | Sequence[int], add_special: bool) -> list[int]:
+    if isinstance(prompt, str):
+        if tokenizer is None:
+            raise ValueError("a text prompt needs a tokenizer; pass one, or pass the prompt as token ids")
+        ids = encode_prompt(tokenizer, prompt, add_special=add_special)
+    else:
+        ids = list(prompt)
+        if any(not isinstance(i, int) or isinstance(i, bool) for i in ids):
+            raise ValueError("a prompt given as ids must be a list of ints")
+    V = model.cfg.vocab_size
+    bad = [i for i in ids if not 0 <= i < V]
+    if bad:
+        raise ValueError(f"prompt token id {bad[0]} is outside the model's vocabulary (0..{V - 1})")
+    if not ids:
+        bos = getattr(tokenizer, "bos_id", None)
+        if bos is None:
+            raise ValueError("the prompt is empty and the tokenizer has no BOS token to start from; give some text")
+        ids = [bos]
+    return ids
+
+
+def _fit_context(ids: list[int], max_tokens: int, context: int, truncate: bool) -> list[int]:
+    if len(ids) + max_tokens <= context:
+        return ids
+    if truncate and max_tokens < context:
+        return ids[len(ids) + max_tokens - context:]  # keep the end of the prompt: it is what gets continued
+    raise ValueError(
+        f"prompt of {len(ids)} tokens + max_tokens={max_tokens} is longer than the model's context of {context} "
+        f"tokens; lower max_tokens to {max(context - len(ids), 0)} or less, shorten the prompt, or pass "
+        "truncate=True (--truncate) to drop the prompt's oldest tokens"
+    )
+
+
+def _token_text(tokenizer, token_id: int) -> str:
+    if tokenizer is None:
+        return ""
+    if hasattr(tokenizer, "token_bytes"):
+        return tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
+    return tokenizer.decode([token_id])
+
+
+# ----------------------------------------------------------------------------------------------
+# one sequence's bookkeeping: sampling, stop conditions, text
+
+
+class _Sequence:
+    def __init__(self, index: int, prompt: list[int], tokenizer, *, params: SamplingParams, stop: Sequence[str],
+                 stop_ids: set[int], max_tokens: int, logprobs: int, token_logprobs: bool, n_valid: int) -> None:
+        self.index, self.prompt, self.tokenizer = index, prompt, tokenizer
+        self.params, self.stop_ids, self.max_tokens = params, stop_ids, max_tokens
+        self.n_logprobs, self.want_logprob = logprobs, token_logprobs or logprobs > 0
+        self.n_valid = n_valid  # ids >= this are model rows the tokenizer has no token for
+        self.generator = make_generator(params.seed)
+        self.decoder = IncrementalDecoder(tokenizer) if tokenizer is not None else None
+        self.checker = StopChecker(stop)
+        self.generated: list[int] = []
+        self.done = False
+
+    def step(self, logits: torch.Tensor) -> StreamEvent:
+        """Choose the next token from raw logits (V,) and work out what text it adds."""
+        if self.n_valid < logits.shape[-1]:  # a padded embedding table (GPT-2's 50304)
+            logits = logits.clone()
+            logits[self.n_valid:] = float("-inf")
+        token = sample_token(logits, self.params, self.generator, self.generated, prompt_ids=self.prompt)
+        info = self._logprob(logits, token) if self.want_logprob else None
+        self.generated.append(token)
+        reason, text = None, ""
+        if token in self.stop_ids:
+            reason, text = "stop", self._drain()  # the stop token adds no text
+        elif self.decoder is not None:
+            text, stopped = self.checker.feed(self.decoder.push(token))
+            reason = "stop" if stopped else None
+        if reason is None and len(self.generated) >= self.max_tokens:
+            reason = "length"
+            text += self._drain()
+            reason = "stop" if self.checker.stopped else reason  # the held-back text completed a stop string
+        self.done = reason is not None
+        return StreamEvent(token, text, info, reason, self.index, len(self.generated) - 1, len(self.prompt))
+
+    def _drain(self) -> str:
+        """Text held back by the decoder and the stop checker, at the end of the sequence."""
+        if self.decoder is None:
+            return ""
+        text, stopped = self.checker.feed(self.decoder.flush())
+        return text if stopped else text + self.checker.flush()
+
+    def _logprob(self, logits: torch.Tensor, token: int) -> TokenLogprob:
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (V,) the model's own distribution
+        top = ()
+        if self.n_logprobs > 0:
+            values, ids = logp.topk(min(self.n_logprobs, logp.shape[-1]))
+            top = tuple(TokenLogprob(int(i), _token_text(self.tokenizer, int(i)), float(v))
+                        for v, i in zip(values.tolist(), ids.tolist()))
+        return TokenLogprob(token, _token_text(self.tokenizer, token), float(logp[token]), top)
+
+
+# ----------------------------------------------------------------------------------------------
+# the decoding loop
+
+
+def stream_batch(
+    model,
+    tokenizer,
+    prompts: Sequence[str | Sequence[int]],
+    *,
+    max_tokens: int = 128,
+    params: SamplingParams = DEFAULT_PARAMS,
+    stop: Sequence[str] = (),
+    stop_ids: Sequence[int] = (),
+    ignore_eos: bool = False,
+    logprobs: int = 0,
+    token_logprobs: bool = False,
+    use_cache: bool = True,
+    truncate: bool = False,
+    add_special: bool = True,
+) -> Iterator[StreamEvent]:
+    """Events for several prompts decoded together (``event.index`` says which); see ``generate``
+    for the options. Each row has its own generator seeded with ``params.seed``, so a row samples
+    what it would alone. Bad options raise here, before the first event."""
+    rows = _prepare(model, tokenizer, prompts, max_tokens=max_tokens, params=params, stop=stop, stop_ids=stop_ids,
+                    ignore_eos=ignore_eos, logprobs=logprobs, token_logprobs=token_logprobs, truncate=truncate,
+                    add_special=add_special)
+    return _decode(model, rows, max_tokens, use_cache)
+
+
+def _prepare(model, tokenizer, prompts, *, max_tokens, params, stop, stop_ids, ignore_eos, logprobs, token_logprobs,
+             truncate, add_special) -> list[_Sequence]:
+    """Check the options and encode the prompts: one ``_Sequence`` per prompt."""
+    cfg = getattr(model, "cfg", None)
+    if cfg is None or cfg.arch != "decoder":
+        raise ValueError("generation needs a decoder-only lucidlm model (DecoderLM); "
+                         f"got {type(model).__name__}" + (f" with arch={cfg.arch!r}" if cfg is not None else ""))
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
+    if not isinstance(logprobs, int) or isinstance(logprobs, bool) or logprobs < 0:
+        raise ValueError(f"logprobs (the number of alternatives to report) must be an int >= 0, got {logprobs!r}")
+    if not isinstance(params, SamplingParams):
+        raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
+    if isinstance(prompts, str) or not prompts:
+        raise ValueError("prompts must be a non-empty list of prompts (texts or lists of token ids)")
+    StopChecker(stop)  # validates the stop strings
+    stops = _stop_ids(model, tokenizer, stop_ids, ignore_eos)
+    n_valid = min(cfg.vocab_size, getattr(tokenizer, "vocab_size", cfg.vocab_size))
+    ids_list = [_fit_context(_prompt_ids(model, tokenizer, p, add_special), max_tokens, cfg.max_seq_len, truncate)
+                for p in prompts]
+    return [_Sequence(b, ids, tokenizer, params=params, stop=stop, stop_ids=stops, max_tokens=max_tokens,
+                      logprobs=logprobs, token_logprobs=token_logprobs, n_valid=n_valid)
+            for b, ids in enumerate(ids_list)]
+
+
+def _decode(model, rows: list[_Sequence], max_tokens: int, use_cache: bool) -> Iterator[StreamEvent]:
+    device = model.lm_head.weight.device
+    # 1. Prefill: every prompt at once, left-padded to the longest.
+    B, T = len(rows), max(len(row.prompt) for row in rows)
+    ids = torch.zeros(B, T, dtype=torch.long, device=device)  # (B, T) padding id 0 is never attended to
+    mask = torch.zeros(B, T, dtype=torch.long, device=device)  # (B, T) 1 = real token
+    for b, row in enumerate(rows):
+        ids[b, T - len(row.prompt):] = torch.tensor(row.prompt, device=device)
+        mask[b, T - len(row.prompt):] = 1
+    with torch.inference_mode():
+        cache = model.new_cache(B, T + max_tokens) if use_cache else None
+        logits = model(ids, attention_mask=mask, cache=cache, last_only=True)[:, -1]  # (B, V)
+
+    # 2. One token per step. Finished rows keep their place (cheaper than reshaping the cache);
+    #    their tokens are ignored. Events are yielded outside inference_mode, so the caller's
+    #    code between events does not run in it.
+    for _ in range(max_tokens):
+        events = []
+        with torch.inference_mode():
+            new = torch.zeros(B, 1, dtype=torch.long, device=device)  # (B, 1)
+            for b, row in enumerate(rows):
+                if not row.done:
+                    event = row.step(logits[b])
+                    new[b, 0] = event.token_id
+                    events.append(event)
+            if not all(row.done for row in rows):
+                mask = torch.cat([mask, torch.ones_like(new)], dim=1)  # (B, S + 1) the mask grows a column
+                if use_cache:
+                    logits = model(new, attention_mask=mask, cache=cache, last_only=True)[:, -1]  # (B, V)
+                else:  # the reference: recompute everything
+                    ids = torch.cat([ids, new], dim=1)  # (B, S + 1)
+                    logits = model(ids, attention_mask=mask, last_only=True)[:, -1]  # (B, V)
+        yield from events
+        if all(row.done for row in rows):
+            return
+
+
+def _stop_ids(model, tokenizer, stop_ids: Sequence[int], ignore_eos: bool) -> set[int]:
+    stops = {int(i) for i in stop_ids}
+    bad = [i for i in stops if not 0 <= i < model.cfg.vocab_size]
+    if bad:
+        raise ValueError(f"stop id {bad[0]} is outside the model's vocabulary (0..{model.cfg.vocab_size - 1})")
+    eos = getattr(tokenizer, "eos_id", None)
+    if eos is None:
+        eos = model.cfg.eos_token_id
+    if eos is not None and not ignore_eos:
+        stops.add(int(eos))
+    return stops
+
+
+def stream(model, tokenizer, prompt: str | Sequence[int], **options) -> Iterator[StreamEvent]:
+    """Generate one completion, yielding a ``StreamEvent`` per token as it is chosen."""
+    return stream_batch(model, tokenizer, [prompt], **options)
+
+
+def generate_batch(model, tokenizer, prompts: Sequence[str | Sequence[int]], *, use_cache: bool = True,
+                   **options) -> list[GenerationResult]:
+    """One ``GenerationResult`` per prompt, decoded together in one padded batch (options as
+    ``generate``)."""
+    rows = _prepare(model, tokenizer, prompts, **{**_DEFAULTS, **options})
+    texts: list[list[str]] = [[] for _ in rows]
+    infos: list[list[TokenLogprob]] = [[] for _ in rows]
+    reasons = ["length"] * len(rows)
+    for event in _decode(model, rows, options.get("max_tokens", _DEFAULTS["max_tokens"]), use_cache):
+        texts[event.index].append(event.text)
+        if event.logprob is not None:
+            infos[event.index].append(event.logprob)
+        if event.finish_reason is not None:
+            reasons[event.index] = event.finish_reason
+    return [GenerationResult("".join(texts[b]), tuple(row.generated), reasons[b], tuple(row.prompt),
+                             tuple(infos[b]) if row.want_logprob else None) for b, row in enumerate(rows)]
+
+
+_DEFAULTS = dict(max_tokens=128, params=DEFAULT_PARAMS, stop=(), stop_ids=(), ignore_eos=False, logprobs=0,
+                 token_logprobs=False, truncate=False, add_special=True)
+
+
+def generate(
+    model,
+    tokenizer,
+    prompt: str | Sequence[int],
+    *,
+    max_tokens: int = 128,
+    params: SamplingParams = DEFAULT_PARAMS,
+    stop: Sequence[str] = (),
+    stop_ids: Sequence[int] = (),
+    ignore_eos: bool = False,
+    logprobs: int = 0,
+    token_logprobs: bool = False,
+    use_cache: bool = True,
+    truncate: bool = False,
+    add_special: bool = True,
+) -> GenerationResult:
+    """Continue ``prompt`` (text or token ids) by up to ``max_tokens`` tokens.
+
+    - ``params``: temperature, top-k/p, min-p, penalties, seed (``SamplingParams``).
+    - ``stop``: strings that end the text (not included in it); ``stop_ids``: token ids that end
+      it, in addition to the tokenizer's EOS (unless ``ignore_eos``).
+    - ``logprobs=N``: each token's log-probability and the N most likely alternatives
+      (``token_logprobs=True`` for the token's own log-probability without alternatives).
+    - A prompt plus ``max_tokens`` longer than the model's context raises ValueError, unless
+      ``truncate=True``, which drops the prompt's oldest tokens to make room.
+    - ``use_cache=False``: recompute the whole sequence each step (the reference loop).
+    - ``add_special``: add BOS to a text prompt when the tokenizer asks for it.
+    """
+    options = dict(max_tokens=max_tokens, params=params, stop=stop, stop_ids=stop_ids, ignore_eos=ignore_eos,
+                   logprobs=logprobs, token_logprobs=token_logprobs, use_cache=use_cache, truncate=truncate,
+                   add_special=add_special)
+    return generate_batch(model, tokenizer, [prompt], **options)[0]
