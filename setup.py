@@ -1,7 +1,8 @@
-"""Build the optional C accelerator of the BPE encoder (everything else is in pyproject.toml).
+"""Build the optional C accelerators of the BPE encoder (everything else is in pyproject.toml):
+the merge loop (``_bpe_kernel``) and the pre-tokenizer split of the preset patterns (``_split_kernel``).
 
 ``optional=True``: if no C compiler is available, the install still succeeds and lucidlm uses its
-pure-Python encoder, which gives the same ids (only slower on text with many distinct chunks).
+pure-Python encoder and the ``regex`` split, which give the same ids (only slower).
 """
 
 from setuptools import Extension, setup
@@ -13,6 +14,13 @@ setup(
             ["src/lucidlm/tokenizers/_bpe_kernel.c"],
             extra_compile_args=["-O2"],
             optional=True,
-        )
+        ),
+        Extension(
+            "lucidlm.tokenizers._split_kernel",
+            ["src/lucidlm/tokenizers/_split_kernel.c"],
+            depends=["src/lucidlm/tokenizers/_unicode16_classes.h"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )

@@ -4,7 +4,8 @@
 
 Rows: a fresh tokenizer (empty chunk cache, the first pass over a text), a second pass (warm
 cache), ``encode_batch`` of the text cut into ~10 kB documents on 2 worker processes (fresh
-tokenizer; its ratio is against tiktoken encoding the same documents on one core), and the readable reference
+tokenizer; its ratio is against tiktoken encoding the same documents on one core), the pre-tokenizer
+split alone (the C splitter, and the ``regex`` reference it replaces), and the readable reference
 encoder on a slice. Goals from the issue: single process >= 0.5x tiktoken; encode_batch on
 2 processes >= 1x tiktoken.
 """
@@ -51,6 +52,10 @@ def measure(name: str, ref, cname: str, text: str, repeat: int) -> list[list[obj
     assert ours.encode_batch(docs, num_workers=2) == [ref.encode_ordinary(doc) for doc in docs]
     t_batch = median_time(lambda: ours.encode_batch(docs, num_workers=2), repeat, setup=ours._cache.clear)
     pin_to_one_core()
+    split = ours._split
+    t_split = median_time(lambda: split(text), repeat)
+    split.regex_split("warm up: compile the regex path")
+    t_split_regex = median_time(lambda: split.regex_split(text), 1)
     piece = text[:200_000]
     t_ref = median_time(lambda: ours.encode_ordinary_reference(piece), 1)
     mb_piece = len(piece.encode("utf-8")) / 1e6
@@ -60,6 +65,8 @@ def measure(name: str, ref, cname: str, text: str, repeat: int) -> list[list[obj
         [cname, "lucidlm, warm cache", mb / t_warm, t_tik / t_warm],
         [cname, f"tiktoken, {len(docs)} documents one by one", mb / t_tik_docs, t_tik / t_tik_docs],
         [cname, "lucidlm encode_batch of the documents, 2 processes, fresh cache", mb / t_batch, t_tik_docs / t_batch],
+        [cname, f"lucidlm split alone ({'C splitter' if split.use_kernel else 'regex'})", mb / t_split, t_tik / t_split],
+        [cname, "lucidlm split alone (regex reference)", mb / t_split_regex, t_tik / t_split_regex],
         [cname, "lucidlm reference encoder (first 200k chars)", mb_piece / t_ref, (mb_piece / t_ref) / (mb / t_tik)],
     ]
 

@@ -10,6 +10,10 @@ like tiktoken whatever ``regex`` version is installed.
 Run with a ``regex`` release whose tables are Unicode 16.0:
     pip install --target /tmp/rx regex==2025.7.34
     PYTHONPATH=/tmp/rx python scripts/gen_unicode_tables.py
+
+It also writes ``_unicode16_classes.h``, the same sets for the C splitter (``_split_kernel.c``).
+That part reads ``unicode16.py``, not ``regex``, so it runs anywhere:
+    python scripts/gen_unicode_tables.py --c-header
 """
 
 from __future__ import annotations
@@ -21,6 +25,18 @@ import regex
 
 PROPERTIES = ["L", "Lu", "Ll", "Lt", "Lm", "Lo", "M", "N"]
 OUT = Path(__file__).resolve().parent.parent / "src" / "lucidlm" / "tokenizers" / "unicode16.py"
+HEADER = OUT.with_name("_unicode16_classes.h")
+
+# The C splitter's class bits that come from the Unicode tables (the rest, like \s, it adds itself).
+# o200k's pattern needs two unions: "upper-ish" [\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}] and
+# "lower-ish" [\p{Ll}\p{Lm}\p{Lo}\p{M}] (note Lm, Lo and M are in both).
+C_BITS = {
+    "U16_LETTER": (1, ["L"]),
+    "U16_NUMBER": (2, ["N"]),
+    "U16_MARK": (4, ["M"]),
+    "U16_UPPERISH": (8, ["Lu", "Lt", "Lm", "Lo", "M"]),
+    "U16_LOWERISH": (16, ["Ll", "Lm", "Lo", "M"]),
+}
 
 
 def ranges(prop: str) -> list[tuple[int, int]]:
@@ -35,7 +51,55 @@ def ranges(prop: str) -> list[tuple[int, int]]:
     return out
 
 
+def code_points(categories: dict[str, tuple[str, ...]], prop: str) -> list[int]:
+    out: list[int] = []
+    for item in "".join(categories[prop]).split():
+        a, b = (int(x, 16) for x in item.split("-"))
+        out.extend(range(a, b + 1))
+    return out
+
+
+def write_c_header() -> None:
+    """unicode16.py -> _unicode16_classes.h: sorted, disjoint (first, last, bits) ranges."""
+    sys.path.insert(0, str(OUT.parent.parent.parent))
+    from lucidlm.tokenizers.unicode16 import CATEGORIES, UNICODE_VERSION
+
+    letters = set(code_points(CATEGORIES, "L"))
+    parts = set().union(*(code_points(CATEGORIES, p) for p in ["Lu", "Ll", "Lt", "Lm", "Lo"]))
+    if letters != parts:
+        sys.exit("unicode16.py is inconsistent: L is not the union of Lu, Ll, Lt, Lm, Lo")
+    bits = bytearray(0x110000)
+    for value, props in C_BITS.values():
+        for prop in props:
+            for cp in code_points(CATEGORIES, prop):
+                bits[cp] |= value
+    ranges: list[tuple[int, int, int]] = []
+    for cp, b in enumerate(bits):
+        if not b:
+            continue
+        if ranges and ranges[-1][1] == cp - 1 and ranges[-1][2] == b:
+            ranges[-1] = (ranges[-1][0], cp, b)
+        else:
+            ranges.append((cp, cp, b))
+    lines = [
+        f"/* Unicode {UNICODE_VERSION} character classes for _split_kernel.c, generated from unicode16.py by",
+        " * scripts/gen_unicode_tables.py --c-header; do not edit. Code points not listed have no bit. */",
+        "",
+    ]
+    lines += [f"#define {name} {value}" for name, (value, _) in C_BITS.items()]
+    lines += ["", "typedef struct { unsigned int first, last, bits; } U16Range;", "",
+              f"static const U16Range U16_RANGES[{len(ranges)}] = {{"]
+    cells = [f"{{0x{a:X}, 0x{b:X}, {v}}}," for a, b, v in ranges]
+    lines += ["    " + " ".join(cells[i : i + 5]) for i in range(0, len(cells), 5)]
+    lines.append("};")
+    HEADER.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    print(f"wrote {HEADER} ({len(ranges)} ranges)")
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--c-header"]:
+        write_c_header()
+        return
     if regex.__version__ != "2.5.159":  # regex 2025.7.34, the last release on Unicode 16.0
         sys.exit(f"run this with regex==2025.7.34 (Unicode 16.0); found regex {regex.__version__}")
     lines = [
@@ -55,6 +119,7 @@ def main() -> None:
     lines.append("}")
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {OUT}")
+    write_c_header()
 
 
 if __name__ == "__main__":

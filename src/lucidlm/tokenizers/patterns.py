@@ -5,13 +5,23 @@ cross a chunk boundary. That is why " dog" and "dog." share the token " dog": th
 letters, digits, punctuation and whitespace apart. The patterns below are the ones OpenAI's
 tokenizers use (see tiktoken's ``tiktoken_ext/openai_public.py``); they need the third-party
 ``regex`` module for ``\\p{...}`` classes and possessive quantifiers.
+
+Splitting is the slowest step of encoding with a regex engine (~6 MB/s), so for the three
+presets ``Splitter`` uses a hand-written C matcher (``_split_kernel.c``, ~10x faster) when it was
+built; ``regex.findall`` stays the reference, and tests prove the two agree.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 
 import regex
+
+try:  # the optional C splitter (setup.py builds it); the regex path below gives the same chunks
+    from lucidlm.tokenizers import _split_kernel
+except ImportError:  # pragma: no cover - no compiler at install time
+    _split_kernel = None
 
 # GPT-2 (2019): contractions, letters, digits, other symbols, whitespace.
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
@@ -45,6 +55,18 @@ PATTERNS: dict[str, str] = {
     "gpt4": CL100K_PATTERN,
     "o200k": O200K_PATTERN,
 }
+
+
+# The presets the C splitter implements, by its names for them.
+KERNEL_PATTERNS: dict[str, str] = {GPT2_PATTERN: "gpt2", CL100K_PATTERN: "cl100k", O200K_PATTERN: "o200k"}
+
+
+def split_kernel_enabled() -> bool:
+    """Is the C splitter built and not turned off (``LUCIDLM_NO_KERNEL=1`` turns off all C
+    accelerators, ``LUCIDLM_NO_SPLIT_KERNEL=1`` only this one)?"""
+    return _split_kernel is not None and not (
+        os.environ.get("LUCIDLM_NO_KERNEL") or os.environ.get("LUCIDLM_NO_SPLIT_KERNEL")
+    )
 
 
 def resolve_pattern(pattern: str | None) -> str | None:
@@ -92,6 +114,10 @@ def unicode_drift(prop: str) -> tuple[frozenset[int], frozenset[int]]:
 class Splitter:
     """``regex.findall`` with a pattern, split exactly as under Unicode 16.0 tables.
 
+    For the preset patterns the C splitter does the work when it is available (``use_kernel``;
+    pass ``use_kernel=False`` for the regex path). It reads Unicode 16.0 tables of its own, so it
+    needs none of the correction below.
+
     The ``regex`` module answers ``\\p{L}`` from the Unicode version of its own release; each
     year thousands of newly assigned code points become letters or digits and join the words
     next to them, while tiktoken (Rust, Unicode 16.0) keeps them apart. Text without such a code
@@ -100,10 +126,26 @@ class Splitter:
     (a set difference, about 2x slower to match). Tests check all 1.1M code points.
     """
 
-    def __init__(self, pattern: str) -> None:
+    def __init__(self, pattern: str, *, use_kernel: bool | None = None) -> None:
+        self.pattern = pattern
+        self.kernel_name = KERNEL_PATTERNS.get(pattern)
+        available = self.kernel_name is not None and split_kernel_enabled()
+        if use_kernel and not available:
+            why = "is not built or is turned off" if self.kernel_name else "knows only the preset patterns"
+            raise ValueError(f"use_kernel=True, but the C splitter {why}; leave use_kernel unset to use the regex")
+        self.use_kernel = available if use_kernel is None else use_kernel
+        self._fast: regex.Pattern | None = None
+        self._corrected: regex.Pattern | None = None
+        self._suspects: frozenset[str] = frozenset()
+        if not self.use_kernel:
+            self._compile()
+
+    def _compile(self) -> None:
+        """Build the regex path (skipped while the C splitter does the work: finding the drift
+        scans all code points once per process, ~1 s)."""
         from lucidlm.tokenizers.unicode16 import CATEGORIES
 
-        self.pattern = pattern
+        pattern = self.pattern
         self._fast = regex.compile(pattern)
         props = sorted(set(_PROPERTY.findall(pattern)) & set(CATEGORIES))
         drift = {p: unicode_drift(p) for p in props}
@@ -122,6 +164,14 @@ class Splitter:
             self._corrected = regex.compile("(?V1-f)" + _PROPERTY.sub(fix, pattern))
 
     def __call__(self, text: str) -> list[str]:
+        if self.use_kernel:
+            return _split_kernel.split(text, self.kernel_name)
+        return self.regex_split(text)
+
+    def regex_split(self, text: str) -> list[str]:
+        """The reference: ``findall`` with the pattern (corrected to Unicode 16.0 where needed)."""
+        if self._fast is None:
+            self._compile()
         # isdisjoint scans the text once at C speed (~14 ms per MB of non-ASCII text).
         if self._corrected is None or text.isascii() or self._suspects.isdisjoint(text):
             return self._fast.findall(text)
