@@ -16,6 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lucidlm.embed import cli as embed_cli
     from lucidlm.generate import cli as generate_cli
     from lucidlm.inspect import cli as inspect_cli
+    from lucidlm.serve import cli as serve_cli
     from lucidlm.tokenizers import cli as tokenizer_cli
     from lucidlm.train import cli as train_cli
 
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_cli.register_cli(sub)
     train_cli.register_cli(sub)
     generate_cli.register_cli(sub)
+    serve_cli.register_cli(sub)
     return parser
 
 

@@ -1,0 +1,450 @@
+"""The OpenAI-compatible HTTP API: FastAPI routes over the continuous-batching ``Engine``.
+
+    GET  /v1/models              the chat model (and the embedding model, if any)
+    POST /v1/completions         continue a prompt          (stream: server-sent events)
+    POST /v1/chat/completions    the assistant's next reply (stream: server-sent events)
+    POST /v1/embeddings          sentence embeddings (all-MiniLM-L6-v2)
+    GET  /health                 liveness plus the engine's queue
+    GET  /docs                   the OpenAPI page
+
+Every route is thin: it checks the request, turns it into token ids with the library's own
+functions (``render_chat``, ``encode_prompt``), submits it to the engine and shapes the engine's
+events into OpenAI's JSON. Errors are OpenAI's shape, ``{"error": {"message", "type", "param",
+"code"}}``, with OpenAI's status codes, so the official client raises its usual exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import struct
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lucidlm.generate.chat import render_chat
+from lucidlm.generate.decode import encode_prompt
+from lucidlm.generate.sampling import SamplingParams
+from lucidlm.serve.engine import DoneEvent, Engine, ErrorEvent, Event, GenerationRequest, Handle, TokenEvent
+from lucidlm.serve.errors import APIError, BodySizeLimit, validation_error
+from lucidlm.serve.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+
+log = logging.getLogger(__name__)
+
+
+# -- the app ------------------------------------------------------------------------------------
+
+
+def create_app(
+    model,
+    tokenizer,
+    *,
+    model_name: str,
+    embedder=None,  # a SentenceEmbedder, a no-argument function that loads one (on first use), or None
+    embed_model_name: str | None = None,
+    max_tokens_cap: int = 2048,  # the most tokens one request may ask for
+    max_body_bytes: int = 1 << 20,
+    max_batch: int = 8,  # requests decoded together
+    max_context: int | None = 4096,  # prompt + completion per request (<= the model's); bounds cache memory
+    max_waiting: int = 256,  # queued requests beyond which the server answers 503
+    request_timeout_s: float | None = 600.0,
+) -> FastAPI:
+    """A FastAPI app serving ``model`` under the name ``model_name`` (run it with uvicorn)."""
+    if max_tokens_cap < 1 or max_body_bytes < 1:
+        raise ValueError(f"max_tokens_cap ({max_tokens_cap}) and max_body_bytes ({max_body_bytes}) must be >= 1")
+    engine = Engine(model, tokenizer, max_batch=max_batch, max_context=max_context)
+    if embedder is not None and embed_model_name is None:
+        embed_model_name = getattr(embedder, "name", None) or "embedding"
+    state = _State(engine, tokenizer, model_name, embedder, embed_model_name, max_tokens_cap, max_waiting,
+                   request_timeout_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        engine.start()
+        try:
+            yield
+        finally:
+            engine.stop()
+
+    app = FastAPI(title="lucidlm", summary="An OpenAI-compatible API over a lucidlm model", lifespan=lifespan)
+    app.state.engine = engine
+    app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
+
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError):
+        return exc.response()
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        return validation_error(exc).response()
+
+    @app.exception_handler(ValueError)
+    async def _value_error(request: Request, exc: ValueError):  # a library check the routes did not foresee
+        return APIError(400, str(exc)).response()
+
+    @app.exception_handler(Exception)
+    async def _server_error(request: Request, exc: Exception):  # a bug: still answer in OpenAI's shape
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return APIError(500, f"internal server error: {type(exc).__name__}: {exc}", type="server_error",
+                        code="server_error").response()
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return APIError(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}", code=code).response()
+
+    @app.get("/health")
+    async def health() -> dict:
+        if not engine.running:
+            raise APIError(503, "the decode engine is not running", type="server_error", code="engine_down")
+        return {"status": "ok", "model": model_name, "active": engine.active, "waiting": engine.waiting,
+                "max_batch": engine.max_batch}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict:
+        return {"object": "list", "data": [state.model_card(name) for name in state.model_names()]}
+
+    @app.get("/v1/models/{name:path}")
+    async def get_model(name: str) -> dict:
+        if name not in state.model_names():
+            raise _unknown_model(name)
+        return state.model_card(name)
+
+    @app.post("/v1/completions")
+    async def completions(body: CompletionRequest, request: Request):
+        state.check_model(body.model)
+        if body.echo and body.logprobs is not None:
+            raise APIError(400, "echo with logprobs is not supported (prompt log probabilities are not computed).",
+                           param="echo", code="unsupported_parameter")
+        if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], int):
+            ids, prompt_text = list(body.prompt), None
+        else:
+            prompt_text = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
+            ids = state.encode(prompt_text, add_special=True)
+        gen = state.request(body, ids, body.max_tokens, body.logprobs)  # checks the ids too
+        if body.echo and prompt_text is None:
+            prompt_text = tokenizer.decode(list(gen.prompt_ids))
+        handle, events = state.submit(gen)
+        meta = _Meta(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model_name, prompt_text if body.echo else "")
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            chunks = _stream_completion(state, _events(request, handle, events), meta, body.logprobs, include_usage)
+            return StreamingResponse(_cancel_on_close(chunks, handle), media_type="text/event-stream")
+        tokens, text, done = await _gather(_events(request, handle, events))
+        logprobs = _completion_logprobs(state, tokens, len(meta.echo)) if body.logprobs is not None else None
+        choice = {"text": meta.echo + text, "index": 0, "logprobs": logprobs, "finish_reason": done.finish_reason}
+        return {"id": meta.id, "object": "text_completion", "created": meta.created, "model": model_name,
+                "choices": [choice], "usage": _usage(done)}
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(body: ChatCompletionRequest, request: Request):
+        state.check_model(body.model)
+        messages = [{"role": m.role, "content": _content_text(m.content), **({"name": m.name} if m.name else {})}
+                    for m in body.messages]
+        try:
+            prompt = render_chat(messages, tokenizer=tokenizer, add_generation_prompt=True)
+        except ValueError as exc:
+            raise APIError(400, f"Could not build the prompt from messages: {exc}", param="messages") from None
+        ids = state.encode(prompt, add_special=False)  # the template already wrote its special tokens
+        top = (body.top_logprobs or 0) if body.logprobs else None
+        if body.top_logprobs is not None and not body.logprobs:
+            raise APIError(400, "top_logprobs needs logprobs=true.", param="top_logprobs", code="invalid_value")
+        max_tokens = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
+        gen = state.request(body, ids, max_tokens, top)
+        handle, events = state.submit(gen)
+        meta = _Meta(f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), model_name)
+        if body.stream:
+            include_usage = bool(body.stream_options and body.stream_options.include_usage)
+            chunks = _stream_chat(state, _events(request, handle, events), meta, top is not None, include_usage)
+            return StreamingResponse(_cancel_on_close(chunks, handle), media_type="text/event-stream")
+        tokens, text, done = await _gather(_events(request, handle, events))
+        choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                  "logprobs": {"content": [state.chat_logprob(t) for t in tokens]} if top is not None else None,
+                  "finish_reason": done.finish_reason}
+        return {"id": meta.id, "object": "chat.completion", "created": meta.created, "model": model_name,
+                "choices": [choice], "usage": _usage(done)}
+
+    @app.post("/v1/embeddings")
+    async def embeddings(body: EmbeddingRequest):
+        if state.embedder is None:
+            raise APIError(404, "This server has no embedding model (start it with --embed-model).",
+                           param="model", code="model_not_found")
+        if body.model != embed_model_name:
+            raise _unknown_model(body.model)
+        texts = [body.input] if isinstance(body.input, str) else body.input
+        embedder = await asyncio.to_thread(state.load_embedder)
+        if body.dimensions is not None and body.dimensions != embedder.dim:
+            raise APIError(400, f"dimensions={body.dimensions} is not supported: {embed_model_name} gives "
+                           f"{embedder.dim}-dimensional vectors.", param="dimensions", code="invalid_value")
+        vectors, n_tokens = await asyncio.to_thread(state.embed, texts)
+        data = [{"object": "embedding", "index": i,
+                 "embedding": _b64(v) if body.encoding_format == "base64" else v} for i, v in enumerate(vectors)]
+        return {"object": "list", "data": data, "model": embed_model_name,
+                "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens}}
+
+    return app
+
+
+def _unknown_model(name: str) -> APIError:
+    return APIError(404, f"The model '{name}' does not exist on this server; GET /v1/models lists the models.",
+                    param="model", code="model_not_found")
+
+
+class _State:
+    """What the routes share: the engine, the tokenizer, the names, the limits."""
+
+    def __init__(self, engine: Engine, tokenizer, model_name: str, embedder, embed_model_name: str | None,
+                 max_tokens_cap: int, max_waiting: int, timeout_s: float | None) -> None:
+        self.engine, self.tokenizer, self.model_name = engine, tokenizer, model_name
+        self.embedder, self.embed_model_name = embedder, embed_model_name
+        self.max_tokens_cap, self.max_waiting, self.timeout_s = max_tokens_cap, max_waiting, timeout_s
+        self.created = int(time.time())
+        self._embed_lock = threading.Lock()
+        cfg = engine.model.cfg
+        eos = getattr(tokenizer, "eos_id", None)
+        eos = cfg.eos_token_id if eos is None else eos
+        self.stop_ids = frozenset() if eos is None else frozenset({int(eos)})
+        self._token_text: dict[int, str] = {}
+
+    def model_names(self) -> list[str]:
+        return [self.model_name] + ([self.embed_model_name] if self.embedder is not None else [])
+
+    def model_card(self, name: str) -> dict:
+        return {"id": name, "object": "model", "created": self.created, "owned_by": "lucidlm"}
+
+    def check_model(self, name: str) -> None:
+        if name == self.embed_model_name and self.embedder is not None:
+            raise APIError(400, f"'{name}' is an embedding model; use POST /v1/embeddings, or model "
+                           f"'{self.model_name}' here.", param="model", code="invalid_value")
+        if name != self.model_name:
+            raise _unknown_model(name)
+
+    def encode(self, text: str, *, add_special: bool) -> list[int]:
+        try:
+            return encode_prompt(self.tokenizer, text, add_special=add_special)
+        except ValueError as exc:
+            raise APIError(400, f"Could not tokenize the prompt: {exc}", param="prompt") from None
+
+    def request(self, body, ids: list[int], max_tokens: int | None, logprobs: int | None) -> GenerationRequest:
+        """Check the limits and build the engine's request (OpenAI's messages and codes)."""
+        context = self.engine.max_context
+        V = self.engine.model.cfg.vocab_size
+        if not ids:
+            bos = getattr(self.tokenizer, "bos_id", None)
+            if bos is None:
+                raise APIError(400, "The prompt is empty; give at least one token.", param="prompt",
+                               code="invalid_value")
+            ids = [bos]
+        if any(not 0 <= i < V for i in ids):
+            raise APIError(400, f"Prompt token ids must be in 0..{V - 1}.", param="prompt", code="invalid_value")
+        if max_tokens is None:  # as much as the context and the cap allow
+            max_tokens = max(1, min(self.max_tokens_cap, context - len(ids)))
+        if max_tokens > self.max_tokens_cap:
+            raise APIError(400, f"max_tokens={max_tokens} is above this server's limit of {self.max_tokens_cap}.",
+                           param="max_tokens", code="invalid_value")
+        if len(ids) + max_tokens > context:
+            raise APIError(400, f"This model's maximum context length is {context} tokens. However, you requested "
+                           f"{len(ids) + max_tokens} tokens ({len(ids)} in the prompt, {max_tokens} for the "
+                           "completion). Please reduce the prompt or max_tokens.", param="max_tokens",
+                           code="context_length_exceeded")
+        stop = () if body.stop is None else (body.stop,) if isinstance(body.stop, str) else tuple(body.stop)
+        if any(not s for s in stop):
+            raise APIError(400, "Stop strings must not be empty.", param="stop", code="invalid_value")
+        try:
+            params = SamplingParams(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
+                                    min_p=body.min_p, repetition_penalty=body.repetition_penalty,
+                                    frequency_penalty=body.frequency_penalty,
+                                    presence_penalty=body.presence_penalty, seed=body.seed)
+        except ValueError as exc:
+            raise APIError(400, str(exc), code="invalid_value") from None
+        stop_ids = frozenset() if body.ignore_eos else self.stop_ids
+        return GenerationRequest(tuple(ids), max_tokens, params, stop=stop, stop_ids=stop_ids,
+                                 logprobs=logprobs, timeout_s=self.timeout_s)
+
+    def submit(self, gen: GenerationRequest) -> tuple[Handle, asyncio.Queue]:
+        """Queue a request; its events arrive on an asyncio queue of the calling event loop."""
+        if self.engine.waiting >= self.max_waiting:
+            raise APIError(503, "The server is overloaded with requests; retry shortly.", type="server_error",
+                           code="overloaded")
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+
+        def sink(event: Event) -> None:  # called on the engine thread
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:  # the loop has closed (shutdown): nobody is listening
+                pass
+
+        return self.engine.submit(gen, sink), events
+
+    def token_text(self, token_id: int) -> str:
+        if token_id not in self._token_text:
+            self._token_text[token_id] = self.tokenizer.decode([token_id])
+        return self._token_text[token_id]
+
+    def token_bytes(self, token_id: int) -> list[int]:
+        if hasattr(self.tokenizer, "token_bytes"):
+            return list(self.tokenizer.token_bytes(token_id))
+        return list(self.token_text(token_id).encode("utf-8"))
+
+    def chat_logprob(self, event: TokenEvent) -> dict:
+        top = [{"token": self.token_text(i), "logprob": lp, "bytes": self.token_bytes(i)}
+               for i, lp in event.top_logprobs or ()]
+        return {"token": self.token_text(event.token_id), "logprob": event.logprob,
+                "bytes": self.token_bytes(event.token_id), "top_logprobs": top}
+
+    def load_embedder(self):
+        with self._embed_lock:  # load once, even when the first requests come together
+            if callable(self.embedder) and not hasattr(self.embedder, "encode"):
+                self.embedder = self.embedder()
+            return self.embedder
+
+    def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        embedder = self.load_embedder()
+        n_tokens = sum(len(r) for r in embedder.tokenize(texts, embedder.max_length, truncate=True))
+        return embedder.encode(texts).tolist(), n_tokens
+
+
+class _Meta:
+    def __init__(self, id: str, created: int, model: str, echo: str = "") -> None:
+        self.id, self.created, self.model, self.echo = id, created, model, echo
+
+
+def _content_text(content) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    return "".join(part.text for part in content)
+
+
+def _b64(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: the little-endian float32 bytes."""
+    return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+
+
+def _usage(done: DoneEvent) -> dict:
+    return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
+            "total_tokens": done.prompt_tokens + done.completion_tokens}
+
+
+def _completion_logprobs(state: _State, tokens: list[TokenEvent], offset: int) -> dict:
+    """The legacy completions shape: parallel lists, top alternatives as {token: logprob}."""
+    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    for t in tokens:
+        out["tokens"].append(state.token_text(t.token_id))
+        out["token_logprobs"].append(t.logprob)
+        out["top_logprobs"].append({state.token_text(i): lp for i, lp in t.top_logprobs or ()})
+        out["text_offset"].append(offset)
+        offset += len(out["tokens"][-1])
+    return out
+
+
+# -- events -> responses ------------------------------------------------------------------------
+
+
+async def _events(request: Request, handle: Handle, events: asyncio.Queue) -> AsyncIterator[Event]:
+    """The request's events until it ends; a client that goes away cancels it (frees its row)."""
+    try:
+        while True:
+            try:
+                event = await asyncio.wait_for(events.get(), timeout=1.0)
+            except TimeoutError:
+                if await request.is_disconnected():
+                    return
+                continue
+            yield event
+            if not isinstance(event, TokenEvent):
+                return
+    finally:
+        handle.cancel()
+
+
+def _error_of(event: ErrorEvent) -> APIError:
+    if event.kind == "timeout":
+        return APIError(504, event.message, type="timeout", code="timeout")
+    return APIError(500, event.message, type="server_error", code="server_error")
+
+
+async def _gather(events: AsyncIterator[Event]) -> tuple[list[TokenEvent], str, DoneEvent]:
+    tokens, text = [], []
+    async for event in events:
+        if isinstance(event, TokenEvent):
+            tokens.append(event)
+            text.append(event.text)
+        elif isinstance(event, DoneEvent):
+            text.append(event.text)
+            return tokens, "".join(text), event
+        else:
+            raise _error_of(event)
+    raise APIError(499, "client closed the request", code="client_closed")  # only reached on disconnect
+
+
+async def _cancel_on_close(chunks: AsyncIterator[str], handle: Handle) -> AsyncIterator[str]:
+    """Pass the chunks on; when the response stops early (the client went away: the server cancels
+    or fails the send), cancel the request at once rather than when the generators are collected."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        handle.cancel()
+
+
+def _sse(obj) -> str:
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
+
+
+async def _stream_completion(state: _State, events: AsyncIterator[Event], meta: _Meta, logprobs: int | None,
+                             include_usage: bool) -> AsyncIterator[str]:
+    def chunk(text: str, lp, finish: str | None) -> str:
+        choice = {"text": text, "index": 0, "logprobs": lp, "finish_reason": finish}
+        return _sse({"id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
+                     "choices": [choice]})
+
+    offset = len(meta.echo)
+    if meta.echo:
+        yield chunk(meta.echo, None, None)
+    async for event in events:
+        if isinstance(event, TokenEvent):
+            if event.text or logprobs is not None:
+                lp = _completion_logprobs(state, [event], offset) if logprobs is not None else None
+                offset += len(state.token_text(event.token_id))
+                yield chunk(event.text, lp, None)
+        elif isinstance(event, DoneEvent):
+            yield chunk(event.text, None, event.finish_reason)
+            if include_usage:
+                yield _sse({"id": meta.id, "object": "text_completion", "created": meta.created,
+                            "model": meta.model, "choices": [], "usage": _usage(event)})
+            yield "data: [DONE]\n\n"
+        else:
+            yield _sse(_error_of(event).body())
+
+
+async def _stream_chat(state: _State, events: AsyncIterator[Event], meta: _Meta, logprobs: bool,
+                       include_usage: bool) -> AsyncIterator[str]:
+    def chunk(delta: dict, lp, finish: str | None, **extra) -> str:
+        choices = [{"index": 0, "delta": delta, "logprobs": lp, "finish_reason": finish}]
+        return _sse({"id": meta.id, "object": "chat.completion.chunk", "created": meta.created,
+                     "model": meta.model, "choices": choices, **extra})
+
+    yield chunk({"role": "assistant", "content": ""}, None, None)
+    async for event in events:
+        if isinstance(event, TokenEvent):
+            if event.text or logprobs:
+                lp = {"content": [state.chat_logprob(event)]} if logprobs else None
+                yield chunk({"content": event.text}, lp, None)
+        elif isinstance(event, DoneEvent):
+            yield chunk({"content": event.text} if event.text else {}, None, event.finish_reason)
+            if include_usage:
+                yield _sse({"id": meta.id, "object": "chat.completion.chunk", "created": meta.created,
+                            "model": meta.model, "choices": [], "usage": _usage(event)})
+            yield "data: [DONE]\n\n"
+        else:
+            yield _sse(_error_of(event).body())

@@ -1,0 +1,87 @@
+"""``lucidlm serve --model M``: the OpenAI-compatible API on 127.0.0.1 (uvicorn)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _positive(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
+def _port(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {value!r}")
+    return n
+
+
+def build_app(args: argparse.Namespace):
+    """The app the command serves (separate from ``cmd_serve`` so a test can build it)."""
+    from lucidlm.models.load import load_model
+    from lucidlm.serve.app import create_app
+
+    model, tokenizer = load_model(args.model)
+    if tokenizer is None:
+        raise ValueError(f"{args.model} has no tokenizer to turn text into ids; save the checkpoint with one")
+    if getattr(model.cfg, "arch", None) != "decoder":
+        raise ValueError(f"{args.model} is not a decoder-only language model (arch={model.cfg.arch!r}); "
+                         "serve a model that generates text, e.g. smollm2-135m-instruct")
+    model.eval().use_decode_layout()  # same weights, stored for one-token-at-a-time speed
+    embedder, embed_name = None, None
+    if args.embed_model != "none":
+        from lucidlm.embed.sentence import load_embedder
+
+        embed_name = args.embed_model
+
+        def embedder():  # loaded on the first /v1/embeddings request
+            return load_embedder(embed_name)
+
+    return create_app(model, tokenizer, model_name=args.served_name or str(args.model), embedder=embedder,
+                      embed_model_name=embed_name, max_tokens_cap=args.max_tokens_cap, max_batch=args.max_batch,
+                      max_context=args.max_context, max_body_bytes=args.max_body_bytes,
+                      request_timeout_s=args.timeout)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        raise ValueError(f"--host {args.host}: this server has no authentication, so it only listens on the "
+                         "loopback interface (127.0.0.1, localhost or ::1); put a proxy in front to expose it")
+    app = build_app(args)
+    print(f"lucidlm: serving {args.model} at http://{args.host}:{args.port}/v1 (docs: /docs); Ctrl-C stops")
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    """Add ``lucidlm serve`` to the top-level parser's subparsers."""
+    p = subparsers.add_parser("serve", help="an OpenAI-compatible HTTP API (completions, chat, embeddings)")
+    p.add_argument("--model", required=True,
+                   help="a model asset (smollm2-135m-instruct), a checkpoint or Hugging Face directory, or a .gguf")
+    p.add_argument("--served-name", default=None, help="the model's name in the API (default: --model)")
+    p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default: %(default)s)")
+    p.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--embed-model", default="all-minilm-l6-v2",
+                   help="embedding model for /v1/embeddings, loaded on first use, or 'none' (default: %(default)s)")
+    p.add_argument("--max-batch", type=_positive, default=8, help="requests decoded together (default: %(default)s)")
+    p.add_argument("--max-tokens-cap", type=_positive, default=2048,
+                   help="most tokens one request may generate (default: %(default)s)")
+    p.add_argument("--max-context", type=_positive, default=4096,
+                   help="prompt + completion tokens per request, at most the model's (default: %(default)s)")
+    p.add_argument("--max-body-bytes", type=_positive, default=1 << 20,
+                   help="largest request body accepted (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=600.0, help="seconds one request may take (default: %(default)s)")
+    p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
+                   help="uvicorn's log level (default: %(default)s)")
+    p.set_defaults(func=cmd_serve)

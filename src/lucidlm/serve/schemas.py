@@ -1,0 +1,84 @@
+"""Request bodies of the OpenAI-compatible API, as pydantic models (they also make the /docs page).
+
+Only what OpenAI's API defines (plus a few knobs vLLM also accepts: ``top_k``, ``min_p``,
+``repetition_penalty``, ``ignore_eos``), typed strictly: ``"max_tokens": "5"`` is an error, not
+5, and an unknown field is an error too (as OpenAI answers "Unrecognized request argument"), so a
+typo never passes silently. Responses are plain dicts built in ``app.py``, shaped like OpenAI's.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Stop = str | Annotated[list[str], Field(max_length=4)] | None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class StreamOptions(_Strict):
+    include_usage: bool = False  # one more chunk at the end with token counts
+
+
+class _Sampling(_Strict):
+    """Fields common to /v1/completions and /v1/chat/completions."""
+
+    model: str
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=1, description="only 1 is supported; send several requests for more")
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    stop: Stop = None
+    seed: int | None = None
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    user: str | None = None
+    # not in OpenAI's API; vLLM accepts the same names
+    top_k: int = Field(0, ge=0, description="keep the k most likely tokens; 0 = off")
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    ignore_eos: bool = Field(False, description="keep generating past the end-of-sequence token (benchmarks)")
+
+
+class CompletionRequest(_Sampling):
+    """POST /v1/completions: continue a prompt."""
+
+    prompt: str | Annotated[list[int], Field(min_length=1)] | Annotated[list[str], Field(min_length=1, max_length=1)]
+    max_tokens: int | None = Field(16, ge=1)
+    logprobs: int | None = Field(None, ge=0, le=5)  # the chosen token's + the top-k alternatives'
+    echo: bool = False
+
+
+class ContentPart(_Strict):
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(_Strict):
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class ChatCompletionRequest(_Sampling):
+    """POST /v1/chat/completions: the next assistant message of a conversation."""
+
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)  # OpenAI's newer name for max_tokens
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+
+
+class EmbeddingRequest(_Strict):
+    """POST /v1/embeddings: one vector per input text."""
+
+    model: str
+    input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None

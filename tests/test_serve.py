@@ -1,0 +1,324 @@
+"""The OpenAI-compatible server, driven by the official ``openai`` client over real HTTP.
+
+A uvicorn server runs in a background thread on a free loopback port, around a tiny random
+Llama-shaped model with SmolLM2's real tokenizer and chat template (fast), and the real
+all-MiniLM-L6-v2 for embeddings. References are computed here without the server: greedy text
+from a plain full-sequence forward loop (no KV cache), log-probabilities from one forward pass
+over prompt + completion, embeddings from ``lucidlm.embed``. One slow test serves the real
+SmolLM2-135M-Instruct.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx2
+import openai
+import pytest
+import torch
+
+from lucidlm.generate.chat import render_chat
+from lucidlm.generate.decode import encode_prompt
+from lucidlm.models import ModelConfig, build_model
+from lucidlm.serve.app import create_app
+from lucidlm.tokenizers import load_tokenizer
+
+MODEL = "tiny-llama"
+EMBED = "all-minilm-l6-v2"
+CONTEXT = 256
+CAP = 64
+
+
+class Server:
+    """uvicorn in a thread; ``with Server(app) as s: s.url``."""
+
+    def __init__(self, app) -> None:
+        import uvicorn
+
+        with socket.socket() as sock:  # a free port, found by binding port 0
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.app = app
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline and self.thread.is_alive(), "server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(15)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="module")
+def model(tokenizer):
+    torch.manual_seed(0)
+    cfg = ModelConfig(vocab_size=tokenizer.vocab_size, n_layer=2, n_head=4, n_kv_head=2, n_embd=64,
+                      intermediate_size=96, max_seq_len=CONTEXT, positions="rope", norm="rmsnorm", mlp="swiglu",
+                      activation="silu", bias=False, eos_token_id=2)
+    m = build_model(cfg).eval()
+    with torch.no_grad():
+        m.lm_head.weight.mul_(4.0)  # sharper argmaxes than GPT-2's init, so greedy paths are stable
+    return m
+
+
+@pytest.fixture(scope="module")
+def server(model, tokenizer):
+    from lucidlm.embed.sentence import load_embedder
+
+    app = create_app(model, tokenizer, model_name=MODEL, embedder=lambda: load_embedder(EMBED),
+                     embed_model_name=EMBED, max_tokens_cap=CAP, max_body_bytes=20_000, max_batch=4,
+                     max_context=CONTEXT)
+    with Server(app) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    return openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+@torch.inference_mode()
+def greedy_reference(model, tokenizer, prompt_ids: list[int], max_tokens: int) -> tuple[list[int], list[torch.Tensor]]:
+    """Greedy ids and each step's log-softmax, recomputing the whole sequence each step (no cache)."""
+    ids, logps = list(prompt_ids), []
+    for _ in range(max_tokens):
+        logp = torch.log_softmax(model(torch.tensor([ids]))[0, -1], dim=-1)  # (V,)
+        token = int(logp.argmax())
+        if token == tokenizer.eos_id:
+            break
+        logps.append(logp)
+        ids.append(token)
+    return ids[len(prompt_ids):], logps
+
+
+def chat_prompt_ids(tokenizer, messages) -> list[int]:
+    return encode_prompt(tokenizer, render_chat(messages, tokenizer=tokenizer), add_special=False)
+
+
+MESSAGES = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is a transformer?"}]
+
+
+def test_models_health_and_docs(server, client):
+    assert sorted(m.id for m in client.models.list().data) == sorted([MODEL, EMBED])
+    health = httpx2.get(f"{server.url}/health").json()
+    assert health["status"] == "ok" and health["model"] == MODEL
+    assert httpx2.get(f"{server.url}/docs").status_code == 200
+    paths = httpx2.get(f"{server.url}/openapi.json").json()["paths"]
+    assert {"/v1/completions", "/v1/chat/completions", "/v1/embeddings", "/v1/models"} <= set(paths)
+
+
+def test_completion_greedy_matches_reference(client, model, tokenizer):
+    prompt = "The capital of France is"
+    ids = encode_prompt(tokenizer, prompt)
+    want, _ = greedy_reference(model, tokenizer, ids, 12)
+    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=12, temperature=0)
+    assert r.choices[0].text == tokenizer.decode(want)
+    assert r.usage.prompt_tokens == len(ids) and r.usage.completion_tokens == 12
+    assert r.choices[0].finish_reason == "length"
+    # streamed: the same text in pieces, and usage in a last chunk when asked
+    chunks = list(client.completions.create(model=MODEL, prompt=prompt, max_tokens=12, temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == r.choices[0].text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert chunks[-1].usage.completion_tokens == 12
+    # echo, token-id prompts, stop strings
+    e = client.completions.create(model=MODEL, prompt=prompt, max_tokens=12, temperature=0, echo=True)
+    assert e.choices[0].text == prompt + r.choices[0].text
+    t = client.completions.create(model=MODEL, prompt=ids, max_tokens=12, temperature=0)
+    assert t.choices[0].text == r.choices[0].text
+    stop = r.choices[0].text[5:8]
+    s = client.completions.create(model=MODEL, prompt=prompt, max_tokens=12, temperature=0, stop=[stop])
+    assert s.choices[0].text == r.choices[0].text[: r.choices[0].text.index(stop)]
+    assert s.choices[0].finish_reason == "stop"
+
+
+def test_completion_logprobs(client, model, tokenizer):
+    prompt = "Once upon a time"
+    ids = encode_prompt(tokenizer, prompt)
+    want, logps = greedy_reference(model, tokenizer, ids, 6)
+    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=6, temperature=0, logprobs=3)
+    lp = r.choices[0].logprobs
+    assert lp.tokens == [tokenizer.decode([i]) for i in want]
+    assert lp.token_logprobs == pytest.approx([float(logps[k][i]) for k, i in enumerate(want)], abs=1e-4)
+    for k, top in enumerate(lp.top_logprobs):
+        values, indices = logps[k].topk(3)
+        assert top == {tokenizer.decode([int(i)]): pytest.approx(float(v), abs=1e-4) for v, i in zip(values, indices)}
+
+
+def test_chat_stream_and_logprobs(client, model, tokenizer):
+    ids = chat_prompt_ids(tokenizer, MESSAGES)
+    want, logps = greedy_reference(model, tokenizer, ids, 10)
+    r = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=10, temperature=0, logprobs=True,
+                                       top_logprobs=2)
+    choice = r.choices[0]
+    assert choice.message.role == "assistant" and choice.message.content == tokenizer.decode(want)
+    assert r.usage.prompt_tokens == len(ids)
+    content = choice.logprobs.content
+    assert [c.token for c in content] == [tokenizer.decode([i]) for i in want]
+    assert [c.logprob for c in content] == pytest.approx([float(logps[k][i]) for k, i in enumerate(want)], abs=1e-4)
+    assert [[t.token for t in c.top_logprobs] for c in content] == [
+        [tokenizer.decode([int(i)]) for i in logps[k].topk(2).indices] for k in range(len(want))]
+    assert bytes(content[0].bytes) == tokenizer.token_bytes(want[0])
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, max_completion_tokens=10, temperature=0,
+                                            stream=True, logprobs=True)
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == choice.message.content
+    streamed = [t.logprob for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+    assert streamed == pytest.approx([c.logprob for c in content], abs=1e-6)
+    assert chunks[-1].choices[0].finish_reason == "length"
+
+
+def test_seeded_sampling_is_reproducible(client):
+    def ask(seed):
+        return client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=16, temperature=1.0,
+                                              top_p=0.95, seed=seed).choices[0].message.content
+
+    assert ask(1234) == ask(1234)
+    assert len({ask(s) for s in range(4)}) > 1
+
+
+def test_concurrent_streams_batch_and_match_sequential(server, client, model, tokenizer):
+    prompts = [f"Question {i}: what comes after {i}?" * (1 + i % 3) for i in range(8)]
+    expected = [tokenizer.decode(greedy_reference(model, tokenizer, chat_prompt_ids(
+        tokenizer, [{"role": "user", "content": p}]), 20 + i)[0]) for i, p in enumerate(prompts)]
+
+    def run(i):
+        stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": prompts[i]}],
+                                                max_tokens=20 + i, temperature=0, stream=True)
+        return "".join(c.choices[0].delta.content or "" for c in stream)
+
+    engine = server.app.state.engine
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(run, range(8)))
+    assert got == expected
+    assert engine.max_active == 4  # max_batch: requests were decoded together, the rest queued
+
+
+def test_client_disconnect_frees_the_slot(server, model):
+    engine = server.app.state.engine
+    body = {"model": MODEL, "prompt": "Tell me a very long story", "max_tokens": CAP, "temperature": 0,
+            "stream": True}
+    # slow each forward pass down (30 ms) so that the 64 tokens would take ~2 s if nobody cancelled
+    hook = model.register_forward_hook(lambda *_: time.sleep(0.03))
+    try:
+        tokens_before = engine.tokens
+        with httpx2.Client(timeout=30) as http:
+            with http.stream("POST", f"{server.url}/v1/completions", json=body) as response:
+                assert response.status_code == 200
+                assert next(response.iter_lines()).startswith("data: ")
+        deadline = time.monotonic() + 10
+        while engine.active and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert engine.active == 0 and engine.waiting == 0
+        assert engine.tokens - tokens_before < CAP // 2  # stopped early, not run to max_tokens
+    finally:
+        hook.remove()
+
+
+def _post(server, path: str, content: bytes | None = None, **kw):
+    return httpx2.post(f"{server.url}{path}", content=content, timeout=30, **kw)
+
+
+@pytest.mark.parametrize("body, status, param, code", [
+    (b'{"model": "tiny-llama", "prompt": "hi"', 400, None, "invalid_json"),
+    (b'[1, 2]', 400, None, "invalid_body"),
+    (json.dumps({"model": "gpt-5", "prompt": "hi"}).encode(), 404, "model", "model_not_found"),
+    (json.dumps({"model": MODEL}).encode(), 400, "prompt", "missing_required_parameter"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "max_tokens": "5"}).encode(), 400, "max_tokens", "invalid_type"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "temperature": 3}).encode(), 400, "temperature", "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "max_tokens": CAP + 1}).encode(), 400, "max_tokens",
+     "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": "word " * 200, "max_tokens": CAP}).encode(), 400, "max_tokens",
+     "context_length_exceeded"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "max_token": 5}).encode(), 400, "max_token", "unknown_parameter"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "n": 2}).encode(), 400, "n", "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": [99999999]}).encode(), 400, "prompt", "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": []}).encode(), 400, "prompt", "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "stop": ""}).encode(), 400, "stop", "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": "x" * 30_000}).encode(), 413, None, "request_too_large"),
+])
+def test_bad_requests_get_openai_errors(server, client, body, status, param, code):
+    r = _post(server, "/v1/completions", body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    error = r.json()["error"]
+    assert error["code"] == code and error["param"] == param and error["message"]
+    assert error["type"] == "invalid_request_error"
+    # the server keeps serving
+    ok = client.completions.create(model=MODEL, prompt="hi", max_tokens=2, temperature=0)
+    assert ok.usage.completion_tokens == 2
+
+
+def test_bad_requests_other_routes(server, client):
+    # a body streamed without Content-Length (chunked) is counted too
+    chunked = _post(server, "/v1/chat/completions", (b"x" * 1000 for _ in range(30)),
+                    headers={"content-type": "application/json"})
+    assert chunked.status_code == 413 and chunked.json()["error"]["code"] == "request_too_large"
+    with pytest.raises(openai.NotFoundError) as exc:
+        client.chat.completions.create(model="nope", messages=MESSAGES)
+    assert exc.value.code == "model_not_found"
+    with pytest.raises(openai.BadRequestError) as exc:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "wizard", "content": "hi"}])
+    assert exc.value.param == "messages.0.role"
+    with pytest.raises(openai.BadRequestError, match="embedding model"):
+        client.chat.completions.create(model=EMBED, messages=MESSAGES)
+    missing = _post(server, "/v1/nope", b"{}")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    assert client.chat.completions.create(model=MODEL, messages=MESSAGES, max_tokens=3).usage.completion_tokens <= 3
+
+
+def test_embeddings_match_lucidlm_embed(client):
+    import lucidlm
+
+    texts = ["a cat sat on the mat", "the kitten sits on a rug", "stock prices fell sharply"]
+    want = lucidlm.embed(texts)  # (3, 384)
+    for fmt in ("float", "base64"):  # the client asks for base64 by default and decodes it
+        kw = {"encoding_format": fmt} if fmt == "float" else {}
+        r = client.embeddings.create(model=EMBED, input=texts, **kw)
+        got = torch.tensor([d.embedding for d in r.data])
+        assert got.shape == (3, 384)
+        assert torch.nn.functional.cosine_similarity(got, want).min() > 0.99999
+    assert r.usage.prompt_tokens > 3
+    one = client.embeddings.create(model=EMBED, input="a cat sat on the mat")
+    assert len(one.data) == 1
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model=EMBED, input=texts, dimensions=100)
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model=MODEL + "x", input=texts)
+
+
+@pytest.mark.slow
+def test_real_smollm2_chat_matches_library_generate():
+    from lucidlm.generate.decode import generate
+    from lucidlm.generate.sampling import SamplingParams
+    from lucidlm.models.load import load_model
+
+    model, tok = load_model("smollm2-135m-instruct")
+    messages = [{"role": "user", "content": "What is the capital of France?"}]
+    want = generate(model, tok, render_chat(messages, tokenizer=tok), max_tokens=24,
+                    params=SamplingParams(temperature=0.0), add_special=False)
+    app = create_app(model, tok, model_name="smollm2", max_batch=4)
+    with Server(app) as s:
+        client = openai.OpenAI(base_url=f"{s.url}/v1", api_key="unused", max_retries=0, timeout=120)
+        r = client.chat.completions.create(model="smollm2", messages=messages, max_tokens=24, temperature=0)
+    assert r.choices[0].message.content == want.text
+    assert "Paris" in want.text
