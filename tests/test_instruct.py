@@ -163,6 +163,13 @@ def test_cli_lora_finetune_on_chat_jsonl(tmp_path, tok, capsys):
     assert len(lora_modules(model)) == 4 and any(m.lora_B.abs().sum() > 0 for m in lora_modules(model).values())
     # r (in + out) per layer: qkv 2 (32 + 32 + 2*2*8) + gate_up 2 (32 + 2*64) = 512, two layers
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == 1024
+    # out/last (adapters beside the frozen weights) loads as a plain model with the adapters merged
+    # in: the same logits as base + adapters, computed above without merging
+    merged, _ = load_checkpoint(tmp_path / "out" / "last", tokenizer=False)
+    assert not lora_modules(merged)
+    ids = torch.tensor([[1, 5, 9, 2, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(merged(ids), model.eval()(ids), rtol=1e-5, atol=1e-5)
     # a bad [lora] table is one clear line from the CLI (exit 2)
     (tmp_path / "bad.toml").write_text(f'init_from = "{tmp_path / "base"}"\ndata = "{tmp_path / "chat.jsonl"}"\n'
                                        f'out_dir = "{tmp_path / "out2"}"\n[lora]\nrnk = 2\n')

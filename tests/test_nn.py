@@ -394,3 +394,21 @@ def test_left_padded_generation_with_cache(name):
             torch.testing.assert_close(got[b], alone, atol=ATOL, rtol=0)
         with pytest.raises(ValueError, match="attention_mask"):
             model(new[:, :1], attention_mask=mask[:, :2], cache=cache)
+
+
+def test_fast_attention_stays_fp32_under_cpu_autocast():
+    """Under CPU bf16 autocast, attention_fast computes in fp32 (the bf16 flash backward kernel is
+    slow): same output as outside autocast, and gradients flow."""
+    from lucidlm.nn.attention import attention_fast, attention_reference, build_mask
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 9, 8, requires_grad=True) for _ in range(3))
+    plain = attention_fast(q, k, v, is_causal=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = attention_fast(q.bfloat16(), k.bfloat16(), v.bfloat16(), is_causal=True)
+    assert auto.dtype == torch.float32
+    ref, _, _ = attention_reference(q, k, v, build_mask(9, 9, causal=True))
+    torch.testing.assert_close(auto, ref, rtol=0.05, atol=0.05)  # inputs were rounded to bf16
+    torch.testing.assert_close(plain, ref, rtol=1e-5, atol=1e-5)
+    auto.sum().backward()
+    assert q.grad is not None and torch.isfinite(q.grad).all()

@@ -234,6 +234,13 @@ def asset_path(name: str | Asset, key: str | None = None, *, local_path: PathArg
     return _ensure(asset, [f], local_path, sources, wheelhouse, full=False)[f.key]
 
 
+def cached_path(name: str | Asset, key: str | None = None) -> Path | None:
+    """The verified cached file `key` of asset `name`, or None when it is not cached (never fetches)."""
+    asset = get_asset(name)
+    f = asset.file(key)
+    return _cache_path(asset, f) if _verified(asset, f, full=False) else None
+
+
 def fetch(name: str | Asset, *, local_path: PathArg = None, sources: SourcesArg = None,
           wheelhouse: PathArg = None, verify: bool = True) -> dict[str, Path]:
     """All files of an asset, from one archive download; `verify` re-hashes the cached ones."""

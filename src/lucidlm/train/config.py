@@ -31,7 +31,7 @@ SCHEDULES = ("cosine", "wsd", "constant")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 NAN_POLICIES = ("stop", "skip")
-OPTIMIZERS = ("adamw",)  # room for "muon"
+OPTIMIZERS = ("adamw", "muon")
 SWITCHES = ("auto", "on", "off")
 
 
@@ -51,7 +51,9 @@ class TrainConfig:
     max_steps: int = 1000
     stop_at_step: int = 0  # > 0: stop after this step and save (the schedule still spans max_steps)
     # the optimizer and its learning-rate schedule
-    optimizer: str = "adamw"
+    optimizer: str = "adamw"  # adamw | muon (Muon for the blocks' matrices, AdamW for the rest)
+    muon_lr: float = 0.02  # optimizer="muon": peak lr of the Muon groups (lr is then AdamW's)
+    muon_momentum: float = 0.95
     lr: float = 1e-3  # peak learning rate, reached after warmup
     min_lr: float = 1e-4  # where cosine / wsd decay ends
     warmup_steps: int = 100  # linear warmup from lr/warmup_steps: early Adam steps are noisy
@@ -99,6 +101,8 @@ class TrainConfig:
             value = getattr(self, name)
             check(math.isfinite(value) and value >= 0, f"{name} must be a finite number >= 0, got {value}")
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(math.isfinite(self.muon_lr) and self.muon_lr > 0, f"muon_lr must be > 0, got {self.muon_lr}")
+        check(0 <= self.muon_momentum < 1, f"muon_momentum must be in [0, 1), got {self.muon_momentum}")
         check(self.min_lr <= self.lr, f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
         check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1, beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         check(0 < self.decay_fraction <= 1, f"decay_fraction must be in (0, 1], got {self.decay_fraction}")

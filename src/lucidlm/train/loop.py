@@ -48,7 +48,7 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class TrainResult:
     step: int  # the last completed step
-    stopped: str  # "done" | "signal" | "stop_at_step"
+    stopped: str  # "done" | "signal" | "stop_at_step" | "stop_when"
     losses: dict[int, float] = field(default_factory=dict)  # step -> train loss (mean over the global batch)
     val_losses: dict[int, float] = field(default_factory=dict)
     best_val_loss: float = math.inf
@@ -66,13 +66,15 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     handle_signals: bool = False,
+    stop_when: Callable[[int, float], bool] | None = None,
 ) -> TrainResult:
     """Train per ``cfg``; returns the losses and how the run ended. ``resume`` continues from
     ``out_dir/last``; ``overwrite`` allows a new run over an existing one; ``handle_signals``
-    turns SIGINT/SIGTERM into "finish this step, save, return" (the CLI sets it)."""
+    turns SIGINT/SIGTERM into "finish this step, save, return" (the CLI sets it). ``stop_when(step,
+    val_loss)`` is asked after each evaluation; True ends the run there (a time-to-loss benchmark)."""
     info, device = dist_.setup(cfg.distributed, cfg.device)
     try:
-        result = _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, handle_signals)
+        result = _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, handle_signals, stop_when)
     except BaseException:
         dist_.cleanup(info, clean=False)
         raise
@@ -80,7 +82,8 @@ def train(
     return result
 
 
-def _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, handle_signals) -> TrainResult:
+def _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, handle_signals,
+           stop_when=None) -> TrainResult:
     out_dir = Path(cfg.out_dir)
     main = info.is_main
     say = print if main else (lambda *a, **k: None)
@@ -216,7 +219,7 @@ def _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, ha
             step += 1
             lr = lr_for(cfg, step)
             for group in optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at their own peak lr
             loss_sum = torch.zeros((), device=device)
             for micro in range(cfg.grad_accum):
                 x, y = micro_batch("train", data_gen)
@@ -279,6 +282,9 @@ def _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, ha
                 if improved and cfg.save_best:
                     save(state_.BEST)
                 result.checkpoint, saved_at = save(state_.LAST), step
+                if stop_when is not None and stop_when(step, val):
+                    result.stopped = "stop_when"
+                    break
             if dist_.any_rank(bool(stop_requested), info, device):
                 result.stopped = "signal"
                 break

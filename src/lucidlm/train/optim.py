@@ -39,9 +39,15 @@ def fused_available(device: torch.device) -> bool:
 
 
 def build_optimizer(model: nn.Module, cfg, device: torch.device) -> tuple[torch.optim.Optimizer, bool]:
-    """(AdamW over ``model``'s trainable parameters, whether the fused kernel is used)."""
+    """(AdamW over ``model``'s trainable parameters, whether the fused kernel is used); or Muon
+    (``optimizer="muon"``, see muon.py), never fused."""
+    if cfg.optimizer == "muon":
+        from lucidlm.train.muon import Muon, muon_param_groups
+
+        groups = muon_param_groups(model, cfg)
+        return Muon(groups, lr=cfg.lr, momentum=cfg.muon_momentum, betas=(cfg.beta1, cfg.beta2)), False
     if cfg.optimizer != "adamw":
-        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adamw")
+        raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose adamw or muon")
     fused = {"on": True, "off": False, "auto": None}[cfg.fused]
     if fused is None:
         fused = fused_available(device)
