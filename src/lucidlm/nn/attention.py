@@ -33,14 +33,17 @@ from lucidlm.nn.embeddings import RotaryEmbedding
 
 
 def attention_reference(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, dropout_p: float = 0.0
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """q: (B, nh, T, hs); k, v: (B, nh, S, hs); mask: bool, broadcastable to (B, nh, T, S), True =
-    may attend. Returns (output (B, nh, T, hs), scores before the mask and softmax, weights)."""
+    may attend. Returns (output (B, nh, T, hs), scores before the mask and softmax, weights).
+    ``dropout_p`` > 0 (training) zeroes attention weights at random, as in Vaswani et al. and
+    GPT-2; the returned weights are the ones before dropout."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])  # (B, nh, T, S)
     masked = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
     weights = torch.softmax(masked.float(), dim=-1).to(q.dtype)  # each row sums to 1
-    return weights @ v, scores, weights  # (B, nh, T, hs)
+    used = F.dropout(weights, dropout_p) if dropout_p > 0 else weights
+    return used @ v, scores, weights  # (B, nh, T, hs)
 
 
 # scaled_dot_product_attention(enable_gqa=...) exists from torch 2.5 on.
@@ -48,7 +51,7 @@ _SDPA_GQA = "enable_gqa" in (F.scaled_dot_product_attention.__doc__ or "")
 
 
 def attention_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-                   is_causal: bool = False) -> torch.Tensor:
+                   is_causal: bool = False, dropout_p: float = 0.0) -> torch.Tensor:
     """The same output as ``attention_reference`` (``is_causal`` stands for a causal mask when
     T == S, letting the kernel skip the masked half)."""
     if q.device.type == "cpu" and torch.is_autocast_enabled("cpu"):
@@ -56,14 +59,15 @@ def attention_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torc
         # flash-attention backward kernel is ~5x slower than the fp32 one (measured, torch 2.13,
         # 12x4x64x32): attention itself stays in fp32.
         with torch.autocast("cpu", enabled=False):
-            out = attention_fast(q.float(), k.float(), v.float(), mask, is_causal)
+            out = attention_fast(q.float(), k.float(), v.float(), mask, is_causal, dropout_p)
         return out
     if k.shape[1] != q.shape[1]:  # grouped-query: the kernel shares kv heads without copying them
         if _SDPA_GQA:
-            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, enable_gqa=True)
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p,
+                                                  enable_gqa=True)
         n_rep = q.shape[1] // k.shape[1]
         k, v = repeat_kv(k, n_rep), repeat_kv(v, n_rep)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout_p)
 
 
 def repeat_kv(x: torch.Tensor, n_rep: int) -> torch.Tensor:
@@ -144,7 +148,7 @@ class Attention(nn.Module):
 
     def __init__(self, n_embd: int, n_head: int, n_kv_head: int | None = None, *, bias: bool = True,
                  out_bias: bool | None = None, causal: bool = True, rope: RotaryEmbedding | None = None,
-                 cross: bool = False) -> None:
+                 cross: bool = False, dropout: float = 0.0) -> None:
         super().__init__()
         n_kv_head = n_kv_head or n_head
         if n_embd % n_head or n_head % n_kv_head:
@@ -152,6 +156,7 @@ class Attention(nn.Module):
                              "and n_kv_head | n_head")
         self.n_head, self.n_kv_head, self.head_size = n_head, n_kv_head, n_embd // n_head
         self.causal, self.rope, self.cross = causal, rope, cross
+        self.dropout = dropout  # on the attention weights, in training only
         kv_dim = 2 * n_kv_head * self.head_size
         if cross:
             self.q = nn.Linear(n_embd, n_embd, bias=bias)
@@ -204,6 +209,7 @@ class Attention(nn.Module):
             raise ValueError(f"padding mask has shape {tuple(key_padding.shape)}, expected (batch, keys) = {(B, S)}"
                              " (with a KV cache it covers the cached positions too)")
         causal = self.causal and not self.cross
+        p = self.dropout if self.training else 0.0
         # 4. attend: the reference path when tracing (it has the weights), else the fused kernel
         if trace is not None:
             k_all, v_all = repeat_kv(k, nh // nkv), repeat_kv(v, nh // nkv)  # (B, nh, S, hs)
@@ -211,17 +217,17 @@ class Attention(nn.Module):
             trace.record(f"{name}.k", k_all)
             trace.record(f"{name}.v", v_all)
             mask = build_mask(T, S, causal=causal, key_padding=key_padding, device=x.device)
-            out, scores, weights = attention_reference(q, k_all, v_all, mask)
+            out, scores, weights = attention_reference(q, k_all, v_all, mask, dropout_p=p)
             trace.record(f"{name}.scores", scores)
             # recorded even without a mask (then equal to scores) so every layer has the same names
             masked = scores if mask is None else scores.masked_fill(~mask, float("-inf"))
             trace.record(f"{name}.scores_masked", masked)
             trace.record(f"{name}.weights", weights)
         elif key_padding is None and causal and T == S:
-            out = attention_fast(q, k, v, is_causal=True)
+            out = attention_fast(q, k, v, is_causal=True, dropout_p=p)
         else:
             mask = build_mask(T, S, causal=causal, key_padding=key_padding, device=x.device)
-            out = attention_fast(q, k, v, mask)
+            out = attention_fast(q, k, v, mask, dropout_p=p)
         # 5. concatenate the heads and mix them
         out = out.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         if trace is not None:

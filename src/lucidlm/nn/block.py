@@ -26,11 +26,13 @@ class Block(nn.Module):
             return make_norm(cfg.norm, cfg.n_embd, cfg.norm_eps, bias=cfg.norm_bias)
 
         self.norm_attn = norm()
-        self.attn = Attention(cfg.n_embd, cfg.n_head, cfg.kv_heads, bias=cfg.bias, causal=causal, rope=rope)
+        self.attn = Attention(cfg.n_embd, cfg.n_head, cfg.kv_heads, bias=cfg.bias, causal=causal, rope=rope,
+                              dropout=cfg.dropout)
         self.cross_attn = None
         if cross:
             self.norm_cross = norm()
-            self.cross_attn = Attention(cfg.n_embd, cfg.n_head, cfg.kv_heads, bias=cfg.bias, causal=False, cross=True)
+            self.cross_attn = Attention(cfg.n_embd, cfg.n_head, cfg.kv_heads, bias=cfg.bias, causal=False, cross=True,
+                                        dropout=cfg.dropout)
         self.norm_mlp = norm()
         if cfg.mlp == "swiglu":
             self.mlp = SwiGLU(cfg.n_embd, cfg.hidden_size, bias=cfg.bias, activation=cfg.activation)
