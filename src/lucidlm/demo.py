@@ -186,11 +186,11 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, vocab_size
     print(
         "\nNext, with the model you just trained:\n"
         f"{activate}"
-        f"  lucidlm generate --model {best} --temperature 0.8 --max-tokens 300 \"JULIET:\"\n"
+        f"  lucidlm generate --model {best} --temperature 0.8 --max-tokens 240 \"JULIET:\"\n"
         f"  lucidlm generate --model {best} --show-probs 3 --max-tokens 20 \"ROMEO:\"   # each token's probability\n"
         f"  lucidlm inspect walkthrough --model {best} \"To be, or not\"   # one forward pass, step by step\n"
         f"  lucidlm inspect attention --model {best} --out {out_dir / 'attention'} \"To be, or not to be\"\n"
-        f"  lucidlm train --config YOUR.toml    # your own run (see README: Training)\n"
+        f"  lucidlm train --config configs/shakespeare_modern.toml   # a run of your own (README: Training)\n"
         "  make test    # the test suite; make bench  # speed against tiktoken, transformers, nanoGPT's recipe"
     )
     return {"steps": steps, "val_loss": result.val_losses[max(result.val_losses)], "plot": plot}
