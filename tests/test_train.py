@@ -261,3 +261,23 @@ def test_failed_run_never_replaces_an_existing_checkpoint(tmp_path):
     with pytest.raises(TrainingDiverged, match="step 1: loss is nan"):
         train(tiny_config(out, V, max_steps=3), get_batch=PoisonedBatches(bad_step=1), overwrite=True)
     assert {p.name: p.read_bytes() for p in (out / "last").iterdir()} == before
+
+
+@pytest.mark.slow
+def test_compiled_model_has_no_graph_breaks_and_trains_alike():
+    """compile=True: the forward pass compiles as one graph, and the loss equals eager mode's."""
+    import torch.nn.functional as F
+
+    from lucidlm.models.config import ModelConfig
+    from lucidlm.models.transformer import build_model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(vocab_size=50, n_layer=2, n_head=2, n_embd=32, max_seq_len=16,
+                                    positions="rope", norm="rmsnorm", activation="relu2"))
+    x = torch.randint(0, 50, (4, 16))
+    compiled = torch.compile(model, fullgraph=True)  # raises on any graph break
+    eager_loss = F.cross_entropy(model(x).flatten(0, 1), x.flatten())
+    compiled_loss = F.cross_entropy(compiled(x).flatten(0, 1), x.flatten())
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-5)
+    compiled_loss.backward()
+    assert all(p.grad is not None for p in model.parameters())

@@ -68,14 +68,16 @@ class RotaryEmbedding(nn.Module):
         """cos/sin rows for ``positions``. Every layer of a model shares this module and receives
         the same positions tensor in one forward pass, so the lookup is done once, not per layer
         (at one token per step these few small ops are a visible share of the time)."""
+        compiling = torch.compiler.is_compiling()  # the memo and the check would split a compiled graph
         last = self._last
-        if last is not None and last[0] is positions and last[1] == dtype:
+        if not compiling and last is not None and last[0] is positions and last[1] == dtype:
             return last[2], last[3]
-        if positions.max() >= self.cos.shape[0]:
+        if not compiling and positions.max() >= self.cos.shape[0]:
             raise ValueError(f"position {int(positions.max())} is beyond the RoPE table ({self.cos.shape[0]})")
         cos, sin = self.cos[positions], self.sin[positions]  # (T, hs) or (B, T, hs)
         if cos.dim() == 3:
             cos, sin = cos[:, None], sin[:, None]  # (B, 1, T, hs): broadcast over heads
         cos, sin = cos.to(dtype), sin.to(dtype)
-        self._last = (positions, dtype, cos, sin)
+        if not compiling:
+            self._last = (positions, dtype, cos, sin)
         return cos, sin
