@@ -173,6 +173,7 @@ class BPETokenizer:
         self._cache: dict[str, list[int]] = {}
         # Use the C inner loop when it was built; LUCIDLM_NO_KERNEL=1 or use_kernel=False turns it off.
         self.use_kernel = _bpe_kernel is not None and not os.environ.get("LUCIDLM_NO_KERNEL")
+        self._kernel_table = None  # the vocab as C hash tables, built on the first kernel encode
 
     # -- construction checks --------------------------------------------------------------------
 
@@ -266,23 +267,25 @@ class BPETokenizer:
             # encode them as U+FFFD rather than fail.
             return self._encode_ordinary(_replace_surrogates(text))
 
+    def warm_up(self) -> None:
+        """Build what the encoder makes lazily (the C kernel's tables) now, e.g. before forking
+        workers, so that they share one copy instead of each building its own."""
+        if self.use_kernel and _bpe_kernel is not None and self._kernel_table is None:
+            try:  # ~0.05 s for o200k; afterwards merging needs no Python objects
+                self._kernel_table = _bpe_kernel.build_table(self._encoder, self._pair_priority)
+            except ValueError:  # beyond the kernel's limits (over 2M tokens): Python gives the same ids
+                self.use_kernel = False
+
     def _encode_ordinary(self, text: str) -> list[int]:
-        if self.use_kernel and _bpe_kernel is not None and not self._has_missing_bytes(text):
+        self.warm_up()
+        if self.use_kernel and self._kernel_table is not None:
             chunks = self._split(text)
             whole_first = self._pair_priority is None or self.ignore_merges
             return _bpe_kernel.encode_chunks(
                 chunks if isinstance(chunks, list) else list(chunks),
-                self._cache, self._encoder, self._pair_priority, whole_first, CACHE_MAX_ENTRIES,
+                self._cache, self._kernel_table, whole_first, CACHE_MAX_ENTRIES,
             )
         return self._encode_ordinary_python(text)
-
-    def _has_missing_bytes(self, text: str) -> bool:
-        """Does the text hold a byte that has no token (``allow_missing_bytes``)? The C kernel
-        assumes every byte is a token, so such texts take the Python path, which drops them."""
-        if not self._missing_bytes:
-            return False
-        data = text.encode("utf-8")
-        return len(data.translate(None, self._missing_bytes)) != len(data)
 
     def _encode_ordinary_python(self, text: str) -> list[int]:
         """The fast path in Python: split, then cached per-chunk BPE (what the C kernel does too)."""
@@ -468,6 +471,7 @@ class BPETokenizer:
         state["_cache"] = {}
         state["_split"] = None
         state["_special_regex"] = None
+        state["_kernel_table"] = None  # C memory: rebuilt on first use (fork children inherit it)
         return state
 
     def __setstate__(self, state: dict) -> None:

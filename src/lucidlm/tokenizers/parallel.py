@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import multiprocessing as mp
 import os
+from array import array
 from collections.abc import Sequence
 
 # Below this many characters in total, one process is faster: starting workers, sending texts and
@@ -27,8 +28,29 @@ def _init_worker(tokenizer, kwargs) -> None:
     _worker_tokenizer, _worker_kwargs = tokenizer, kwargs
 
 
-def _encode_group(texts: list[str]) -> list[list[int]]:
-    return [_worker_tokenizer.encode(t, **_worker_kwargs) for t in texts]
+def _encode_group(texts: list[str]) -> tuple[array, array]:
+    """Encode in a worker; the ids go back as one flat array plus the count per text. Pickling an
+    array copies its bytes, while a list of int lists is written, and read back in the parent, one
+    object at a time (measured: 1.7M ids read back in 50 ms instead of 85 ms)."""
+    flat, counts = array("q"), array("q")
+    for t in texts:
+        ids = _worker_tokenizer.encode(t, **_worker_kwargs)
+        flat.extend(ids)
+        counts.append(len(ids))
+    return flat, counts
+
+
+def _unflatten(flat: array, counts: array) -> list[list[int]]:
+    """Inverse of the packing in ``_encode_group``.
+
+    >>> _unflatten(array("q", [5, 6, 7]), array("q", [2, 0, 1]))
+    [[5, 6], [], [7]]
+    """
+    ids, out, start = flat.tolist(), [], 0
+    for n in counts:
+        out.append(ids[start : start + n])
+        start += n
+    return out
 
 
 def _groups(texts: Sequence[str], n_groups: int) -> list[list[int]]:
@@ -68,6 +90,8 @@ def encode_batch(tokenizer, texts: Sequence[str], *, num_workers: int | None = N
     mine, theirs = groups[0], groups[1:]
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     ctx = mp.get_context(method)
+    if hasattr(tokenizer, "warm_up"):  # build lazy tables (BPE's C kernel) once, before the fork shares them
+        tokenizer.warm_up()
     # Freeze the garbage collector's view of existing objects while forking: otherwise the first
     # collection in each worker writes to every object's header, copying the parent's pages
     # (the tokenizer's large dicts) and making the workers about half as fast.
@@ -78,7 +102,8 @@ def encode_batch(tokenizer, texts: Sequence[str], *, num_workers: int | None = N
         gc.unfreeze()
     with pool:
         pending = pool.map_async(_encode_group, [[texts[i] for i in g] for g in theirs], chunksize=1)
-        results = [[tokenizer.encode(texts[i], **encode_kwargs) for i in mine]] + pending.get()
+        results = [[tokenizer.encode(texts[i], **encode_kwargs) for i in mine]]
+        results += [_unflatten(flat, counts) for flat, counts in pending.get()]
     out: list[list[int]] = [None] * len(texts)  # type: ignore[list-item]
     for g, ids_list in zip(groups, results):
         for i, ids in zip(g, ids_list):
