@@ -102,7 +102,9 @@ def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
 def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source: str = "checkpoint") -> nn.Module:
     """Copy ``state`` into ``model`` after checking every name and shape; a mismatch raises a
     ValueError that names the tensors. Tied aliases may be absent; when present they must equal
-    their canonical tensor. Tensors are cast to the model's dtype."""
+    their canonical tensor. Tensors are cast to the model's dtype. A model built with
+    placeholders (``build_model(cfg, init=False)``) gets ``state``'s tensors themselves
+    (``_assign_state``), so the caller must not modify them afterwards."""
     expected = model.state_dict()
     aliases = tied_aliases(model)
     state = dict(state)
@@ -129,9 +131,37 @@ def load_state_checked(model: nn.Module, state: dict[str, torch.Tensor], source:
             problems.append(f"tensor {k!r} has shape {tuple(state[k].shape)}, the config needs {tuple(expected[k].shape)}")
     if problems:
         raise ValueError(f"{source} does not match the model config: " + "; ".join(problems))
+    if any(t.is_meta for t in expected.values()):
+        return _assign_state(model, state)
     with torch.no_grad():
         for k in wanted:
             expected[k].copy_(state[k])  # state_dict() tensors share storage with the parameters
+    return model
+
+
+def _assign_state(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """Make ``state``'s tensors the parameters and buffers of a model built with placeholders
+    (``build_model(cfg, init=False)``): no copy unless a dtype cast or a non-contiguous view
+    needs one, so the model now owns those tensors. Names checked by ``load_state_checked``.
+
+    A tied weight is one Parameter reachable under two names (``lm_head.weight`` and
+    ``embed.tokens.weight``): it is replaced once and the new Parameter set under both names,
+    so the tie survives (``load_state_dict(assign=True)`` would make two separate Parameters).
+    """
+    replaced: dict[int, nn.Parameter] = {}  # id(placeholder) -> its loaded Parameter
+    for name, old in list(model.named_parameters(remove_duplicate=False)):
+        if id(old) not in replaced:  # the first name of a tied pair is the one the state holds
+            value = state[name].detach().to(old.dtype).contiguous()
+            replaced[id(old)] = nn.Parameter(value, requires_grad=old.requires_grad)
+        module_name, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(module_name), leaf, replaced[id(old)])
+    for name, buf in list(model.named_buffers()):
+        if name in state:  # persistent buffers; the others are computed, and real already
+            module_name, _, leaf = name.rpartition(".")
+            model.get_submodule(module_name).register_buffer(leaf, state[name].detach().to(buf.dtype).contiguous())
+    left = [k for k, t in model.state_dict().items() if t.is_meta]
+    if left:  # cannot happen after the checks above; never hand out a model with placeholders
+        raise ValueError(f"tensors still unloaded after loading: {_some(left)}")
     return model
 
 
@@ -272,10 +302,10 @@ def load_checkpoint(path: str | os.PathLike, *, tokenizer: bool = True) -> tuple
     if version is not None and (not version.isdigit() or int(version) > FORMAT_VERSION):
         raise ValueError(f"{path} was written by a newer lucidlm (checkpoint format {version}; "
                          f"this version reads up to {FORMAT_VERSION}); upgrade lucidlm")
-    model = build_model(cfg)
     if any(name.endswith((".lora_A", ".lora_B")) for name in tensors):
-        model = _with_merged_lora(model, tensors, path)
+        model = _with_merged_lora(build_model(cfg), tensors, path)
     else:
+        model = build_model(cfg, init=False)  # placeholders: every weight is loaded next
         load_state_checked(model, tensors, source=str(path / WEIGHTS_FILE))
     model.eval()
     return model, load_tokenizer_from_dir(path) if tokenizer else None

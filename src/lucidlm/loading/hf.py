@@ -312,7 +312,7 @@ def load_hf(path: str | os.PathLike) -> nn.Module:
     cfg = family.config_from_hf(hf_config)
     cfg = cfg.replace(name=path.name, extra={"source": str(path), "format": "huggingface"})
     state = state_from_hf(read_hf_weights(path), cfg, family, source=str(path))
-    model = build_model(cfg)
+    model = build_model(cfg, init=False)  # placeholders: every weight is loaded next
     load_state_checked(model, state, source=str(path))
     return model.eval()
 

@@ -12,10 +12,14 @@ C = n_embd, V vocabulary.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
+from collections.abc import Iterator
 
 import torch
 from torch import nn
+from torch.nn.modules.module import register_module_parameter_registration_hook
 
 from lucidlm.models.config import ModelConfig
 from lucidlm.nn.attention import KVCache
@@ -30,13 +34,13 @@ class Embeddings(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.tokens = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.tokens = _embedding(cfg.vocab_size, cfg.n_embd)
         self.positions = None
         if cfg.positions == "learned":
-            self.positions = nn.Embedding(cfg.max_seq_len, cfg.n_embd)
+            self.positions = _embedding(cfg.max_seq_len, cfg.n_embd)
         elif cfg.positions == "sinusoidal":
             self.positions = SinusoidalPositions(cfg.max_seq_len, cfg.n_embd)
-        self.token_types = nn.Embedding(cfg.type_vocab_size, cfg.n_embd) if cfg.type_vocab_size else None
+        self.token_types = _embedding(cfg.type_vocab_size, cfg.n_embd) if cfg.type_vocab_size else None
         self.norm = make_norm(cfg.norm, cfg.n_embd, cfg.norm_eps, cfg.norm_bias) if cfg.embed_norm else None
         self.dropout = nn.Dropout(cfg.dropout)
 
@@ -287,6 +291,8 @@ class EncoderDecoder(nn.Module):
 
 def _init_weights(module: nn.Module) -> None:
     """GPT-2's initialisation: N(0, 0.02) for linear and embedding weights, zero biases."""
+    if getattr(module, "weight", None) is not None and module.weight.is_meta:
+        return  # a placeholder (build_model(init=False)): nothing to draw, see _embedding
     if isinstance(module, nn.Linear):
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if module.bias is not None:
@@ -295,6 +301,52 @@ def _init_weights(module: nn.Module) -> None:
         nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
 
-def build_model(cfg: ModelConfig) -> nn.Module:
-    """The model class for a config's ``arch``."""
-    return {"decoder": DecoderLM, "encoder": Encoder, "encoder-decoder": EncoderDecoder}[cfg.arch](cfg)
+def build_model(cfg: ModelConfig, *, init: bool = True) -> nn.Module:
+    """The model class for a config's ``arch``.
+
+    ``init=False`` is for loaders that replace every weight: the parameters are placeholders on
+    the "meta" device (a shape and a dtype, no memory, no random numbers) until
+    ``load_state_checked`` puts the loaded tensors in their place. Drawing SmolLM2-135M's random
+    weights only to overwrite them took 1.3 s of an 8 s load. Buffers computed from the config
+    rather than loaded (RoPE's cos/sin tables, sinusoidal positions) are built for real either way.
+    A placeholder that is never loaded cannot be used by mistake: any computation with it fails.
+    """
+    cls = {"decoder": DecoderLM, "encoder": Encoder, "encoder-decoder": EncoderDecoder}[cfg.arch]
+    if init:
+        return cls(cfg)
+    with _parameters_on_meta():
+        return cls(cfg)
+
+
+def _embedding(num: int, dim: int) -> nn.Embedding:
+    """``nn.Embedding(num, dim)``; with placeholder parameters, given its meta weight up front,
+    because its constructor would draw N(0, 1) into it and ``normal_`` on a meta tensor imports
+    torch._dynamo (1.1 s; ``uniform_``, which ``nn.Linear`` uses, does not)."""
+    if getattr(_META, "active", False):
+        return nn.Embedding(num, dim, _weight=torch.empty(num, dim, device="meta"))
+    return nn.Embedding(num, dim)
+
+
+_META = threading.local()  # .active: this thread is building a model with placeholder parameters
+
+
+@contextlib.contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Every parameter registered by this thread inside the block becomes a meta tensor.
+
+    Not ``with torch.device("meta")``: that would make the computed buffers (RoPE tables)
+    placeholders too. PyTorch's parameter-registration hook is global, so it checks a
+    thread-local flag: a model built meanwhile by another thread keeps real parameters.
+    """
+    def to_meta(module: nn.Module, name: str, param):
+        if not getattr(_META, "active", False) or param is None or param.is_meta:
+            return None  # keep it (an already-meta parameter is a tied one: keep it the same object)
+        return nn.Parameter(torch.empty_like(param, device="meta"), requires_grad=param.requires_grad)
+
+    handle = register_module_parameter_registration_hook(to_meta)
+    previous, _META.active = getattr(_META, "active", False), True
+    try:
+        yield
+    finally:
+        _META.active = previous
+        handle.remove()

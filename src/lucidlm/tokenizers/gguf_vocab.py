@@ -22,9 +22,7 @@ so a GGUF tokenizer encodes like the ``tokenizer.json`` it came from.
 
 from __future__ import annotations
 
-import functools
 import os
-import struct
 from pathlib import Path
 
 from lucidlm.tokenizers.hf import PretrainedBPETokenizer, _template_json, token_to_bytes
@@ -67,57 +65,17 @@ GGUF_PRE_TOKENIZERS: dict[str, dict] = {
 _LLAMA3_FAMILY = {"llama-bpe", "llama3", "llama-v3"}
 
 
-def open_gguf(path: str | os.PathLike):
-    """A ``gguf.GGUFReader`` for the file, shared within this process.
-
-    Parsing the header of a model file (tens of thousands of token strings) takes seconds, and
-    ``load_model`` needs it twice: once for the weights, once for the tokenizer. The reader
-    memory-maps the file, so keeping it costs address space, not memory."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no GGUF file at {path}")
-    with open(path, "rb") as f:
-        magic = f.read(4)
-    if magic != b"GGUF":
-        raise ValueError(f"{path} is not a GGUF file (it starts with {magic!r}, not b'GGUF')")
-    stat = path.stat()
-    return _open_gguf_cached(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=2)
-def _open_gguf_cached(path: str, size: int, mtime_ns: int):
-    from gguf import GGUFReader
-
-    try:
-        return GGUFReader(path, "r")  # memory-maps the file; tensor data stays on disk
-    except (ValueError, IndexError, KeyError, OverflowError, struct.error, OSError) as exc:
-        raise ValueError(f"{path} is not a readable GGUF file (truncated or corrupt?): {exc}") from None
-
-
 def read_gguf_metadata(path: str | os.PathLike) -> dict[str, object]:
     """The ``tokenizer.*`` and ``general.*`` keys of a GGUF file as Python values.
 
     Strings are ``str`` except token and merge lists, which stay ``bytes`` (decoded by the caller,
-    so that a broken entry can be named). Tensors are never read.
+    so that a broken entry can be named). Tensors are never read. The header is parsed by
+    ``lucidlm.gguf_file``, once per file for the tokenizer and the weights together.
     """
-    from gguf import GGUFValueType
+    from lucidlm.gguf_file import open_gguf
 
-    reader = open_gguf(path)
-    meta: dict[str, object] = {}
-    for name, field in reader.fields.items():
-        if not name.startswith(("tokenizer.", "general.")):
-            continue
-        kind = field.types[0]
-        if kind == GGUFValueType.ARRAY:
-            if field.types[-1] == GGUFValueType.STRING:
-                meta[name] = [bytes(field.parts[i]) for i in field.data]
-            else:
-                meta[name] = [field.parts[i][0].item() for i in field.data]
-        elif kind == GGUFValueType.STRING:
-            meta[name] = bytes(field.parts[field.data[0]]).decode("utf-8", errors="replace")
-        else:
-            meta[name] = field.parts[field.data[0]][0].item()
-    return meta
+    metadata = open_gguf(path).metadata
+    return {k: v for k, v in metadata.items() if k.startswith(("tokenizer.", "general."))}
 
 
 def from_gguf(path: str | os.PathLike) -> PretrainedBPETokenizer:
