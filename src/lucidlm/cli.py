@@ -10,6 +10,17 @@ import argparse
 import sys
 
 
+def positive_int(value: str) -> int:
+    """An argparse type: a whole number >= 1 (the command groups share it)."""
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     from lucidlm import assets, demo
     from lucidlm.data import cli as data_cli

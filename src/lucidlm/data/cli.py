@@ -8,15 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
+from lucidlm.cli import positive_int
 
 
 def _fraction(value: str) -> float:
@@ -92,7 +84,7 @@ def register_cli(subparsers) -> None:
                     help="an exact number of validation tokens instead of --val-fraction")
     pr.add_argument("--text-field", default="text",
                     help="JSONL field or parquet/arrow column holding the text (default: %(default)s)")
-    pr.add_argument("--workers", type=_positive, default=None,
+    pr.add_argument("--workers", type=positive_int, default=None,
                     help="encoding processes (default: one per CPU; one for inputs under 4 MB)")
     pr.add_argument("--no-eos", action="store_true",
                     help="do not put the end-of-text token after each document")

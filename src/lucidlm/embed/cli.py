@@ -3,20 +3,10 @@ line parser imports neither torch nor the model."""
 
 from __future__ import annotations
 
-import argparse
 import json
 
+from lucidlm.cli import positive_int
 from lucidlm.embed import DEFAULT_MODEL
-
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
 
 
 def cmd_search(args) -> int:
@@ -55,23 +45,23 @@ def register_cli(subparsers) -> None:
     def common(q) -> None:
         q.add_argument("--model", default=DEFAULT_MODEL,
                        help=f"{DEFAULT_MODEL!r} or a Hugging Face BERT directory (default: %(default)s)")
-        q.add_argument("--max-length", type=_positive, default=None,
+        q.add_argument("--max-length", type=positive_int, default=None,
                        help="word pieces kept per text, [CLS]/[SEP] included; longer texts are truncated "
                             "(default: the model's, 256 for all-MiniLM-L6-v2)")
-        q.add_argument("--batch-size", type=_positive, default=32,
+        q.add_argument("--batch-size", type=positive_int, default=32,
                        help="texts per forward pass (default: 32)")
         q.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     s = sub.add_parser("search", help="rank the lines of a file by cosine similarity to a query")
     s.add_argument("--corpus", required=True, help="UTF-8 text file, one text per line (blank lines skipped)")
     s.add_argument("--query", required=True, help="the text to search for")
-    s.add_argument("--top", type=_positive, default=5, help="how many lines to show (default: 5)")
+    s.add_argument("--top", type=positive_int, default=5, help="how many lines to show (default: 5)")
     s.add_argument("--no-cache", action="store_true", help="do not read or write the corpus embedding cache")
     common(s)
     s.set_defaults(func=cmd_search)
 
     e = sub.add_parser("encode", help="print the embeddings of texts")
     e.add_argument("texts", nargs="+", metavar="TEXT", help="texts to embed")
-    e.add_argument("--show", type=_positive, default=8, help="values shown per vector (default: 8)")
+    e.add_argument("--show", type=positive_int, default=8, help="values shown per vector (default: 8)")
     common(e)
     e.set_defaults(func=cmd_encode)

@@ -4,15 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-
-def _positive(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = 0
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
-    return n
+from lucidlm.cli import positive_int
 
 
 def _port(value: str) -> int:
@@ -74,12 +66,12 @@ def register_cli(subparsers) -> None:
     p.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
     p.add_argument("--embed-model", default="all-minilm-l6-v2",
                    help="embedding model for /v1/embeddings, loaded on first use, or 'none' (default: %(default)s)")
-    p.add_argument("--max-batch", type=_positive, default=8, help="requests decoded together (default: %(default)s)")
-    p.add_argument("--max-tokens-cap", type=_positive, default=2048,
+    p.add_argument("--max-batch", type=positive_int, default=8, help="requests decoded together (default: %(default)s)")
+    p.add_argument("--max-tokens-cap", type=positive_int, default=2048,
                    help="most tokens one request may generate (default: %(default)s)")
-    p.add_argument("--max-context", type=_positive, default=4096,
+    p.add_argument("--max-context", type=positive_int, default=4096,
                    help="prompt + completion tokens per request, at most the model's (default: %(default)s)")
-    p.add_argument("--max-body-bytes", type=_positive, default=1 << 20,
+    p.add_argument("--max-body-bytes", type=positive_int, default=1 << 20,
                    help="largest request body accepted (default: %(default)s)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds one request may take (default: %(default)s)")
     p.add_argument("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"],
