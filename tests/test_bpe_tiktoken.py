@@ -130,6 +130,16 @@ def test_encode_batch_matches_single(pair, mixed_corpus, monkeypatch):
     assert ours.encode_batch(lines[:10], num_workers=1) == [ref.encode(x) for x in lines[:10]]
     with pytest.raises(TypeError):
         ours.encode_batch("one string")
+    # an error in a worker (here: a disallowed special token in the worker's half) is raised in
+    # the caller with tiktoken's message, and no worker is left behind
+    import multiprocessing
+
+    bad = lines[:40] + ["a <|endoftext|> b"]
+    with pytest.raises(ValueError, match="special token"):
+        ours.encode_batch(bad, num_workers=2)
+    with pytest.raises(ValueError, match="special token"):
+        ref.encode_batch(bad)
+    assert not multiprocessing.active_children()
 
 
 def test_decode_invalid_utf8_and_unknown_ids(pair):
