@@ -135,10 +135,11 @@ def encode_batch(tokenizer, texts: Sequence[str], *, num_workers: int | None = N
     try:
         results = [[tokenizer.encode(texts[i], **encode_kwargs) for i in mine]]
         results += [_unflatten(*_receive(conn, proc)) for proc, conn in workers]
-    finally:
+    finally:  # on success the workers have exited; after an error, none outlives the call
         for proc, _ in workers:
             if proc.is_alive():
                 proc.terminate()
+            proc.join()
     out: list[list[int]] = [None] * len(texts)  # type: ignore[list-item]
     for g, ids_list in zip(groups, results):
         for i, ids in zip(g, ids_list):

@@ -8,6 +8,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 
 def cmd_train(args, overrides: list[str]) -> int:
@@ -24,6 +26,14 @@ def cmd_train(args, overrides: list[str]) -> int:
     if result.stopped == "done" and result.is_main:
         best = f", best val loss {result.best_val_loss:.4f}" if result.val_losses else ""
         print(f"done: {result.step} steps{best}; checkpoint {result.checkpoint}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Under torchrun, leave without the interpreter's shutdown: gloo's C++ threads can still
+        # hold tensors whose release then needs the GIL of a half-finalised interpreter, which
+        # aborts the process (SIGABRT, "terminate called without an active exception") after a
+        # run that finished and saved. Everything is written and closed by now.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 
