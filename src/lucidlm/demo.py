@@ -125,9 +125,10 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, vocab_size
              color: bool | None = None, tokenizers: bool = True) -> dict:
     import torch
 
+    from lucidlm.data import tiny_shakespeare_path
     from lucidlm.data.prepare import prepare_dataset
     from lucidlm.models.transformer import build_model
-    from lucidlm.tokenizers.corpus import tiny_shakespeare_path
+    from lucidlm.tokenizers import load_tokenizer
     from lucidlm.train import TrainConfig
     from lucidlm.train.loop import train
     from lucidlm.train.metrics import plot_run
@@ -156,9 +157,7 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, vocab_size
     n_params = sum(p.numel() for p in model.parameters())
     print(f"\n3. A GPT with {n_params / 1e6:.2f}M parameters ({model_cfg.n_layer} layers, {model_cfg.n_head} heads, "
           f"{model_cfg.n_embd} wide; RoPE, RMSNorm, ReLU^2), before training - a sample is noise:")
-    from lucidlm.tokenizers import CharTokenizer
-
-    char_tok = CharTokenizer.load(data_dir / "tokenizer.json")
+    char_tok = load_tokenizer(data_dir / "tokenizer.json")  # the vocabulary prepare_dataset built
     print(indent(sample(model, char_tok, n=120)))
 
     step_s = seconds_per_step(model_cfg, DEMO_TRAIN, precision)
@@ -169,12 +168,11 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, vocab_size
           f"({tokens / 1e6:.1f}M tokens, {precision}, {torch.get_num_threads()} threads; one step took "
           f"{step_s * 1000:.0f} ms)")
     result = train(cfg, model=model, tokenizer=char_tok, overwrite=True)
-    trained_model = model
     print(f"   final val loss {result.val_losses[max(result.val_losses)]:.3f} "
           f"(best {result.best_val_loss:.3f}; nanoGPT's CPU recipe reaches 1.89 in 2000 steps)")
 
     print("\n5. The same prompt after training:")
-    print(indent(sample(trained_model, char_tok)))
+    print(indent(sample(model, char_tok)))
     plot = plot_run(run_dir)
     print(f"\nloss curve: {plot}\ncheckpoints: {run_dir / 'best'} (lowest val loss), {run_dir / 'last'}")
     print(f"all done in {(time.perf_counter() - started) / 60:.1f} min")

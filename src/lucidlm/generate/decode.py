@@ -226,8 +226,9 @@ def stream_batch(
     return _decode(model, rows, max_tokens, use_cache)
 
 
-def _prepare(model, tokenizer, prompts, *, max_tokens, params, stop, stop_ids, ignore_eos, logprobs, token_logprobs,
-             truncate, add_special) -> list[_Sequence]:
+def _prepare(model, tokenizer, prompts, *, max_tokens: int = 128, params: SamplingParams = DEFAULT_PARAMS,
+             stop: Sequence[str] = (), stop_ids: Sequence[int] = (), ignore_eos: bool = False, logprobs: int = 0,
+             token_logprobs: bool = False, truncate: bool = False, add_special: bool = True) -> list[_Sequence]:
     """Check the options and encode the prompts: one ``_Sequence`` per prompt."""
     cfg = getattr(model, "cfg", None)
     if cfg is None or cfg.arch != "decoder":
@@ -310,11 +311,11 @@ def generate_batch(model, tokenizer, prompts: Sequence[str | Sequence[int]], *, 
                    **options) -> list[GenerationResult]:
     """One ``GenerationResult`` per prompt, decoded together in one padded batch (options as
     ``generate``)."""
-    rows = _prepare(model, tokenizer, prompts, **{**_DEFAULTS, **options})
+    rows = _prepare(model, tokenizer, prompts, **options)
     texts: list[list[str]] = [[] for _ in rows]
     infos: list[list[TokenLogprob]] = [[] for _ in rows]
     reasons = ["length"] * len(rows)
-    for event in _decode(model, rows, options.get("max_tokens", _DEFAULTS["max_tokens"]), use_cache):
+    for event in _decode(model, rows, rows[0].max_tokens, use_cache):
         texts[event.index].append(event.text)
         if event.logprob is not None:
             infos[event.index].append(event.logprob)
@@ -322,10 +323,6 @@ def generate_batch(model, tokenizer, prompts: Sequence[str | Sequence[int]], *, 
             reasons[event.index] = event.finish_reason
     return [GenerationResult("".join(texts[b]), tuple(row.generated), reasons[b], tuple(row.prompt),
                              tuple(infos[b]) if row.want_logprob else None) for b, row in enumerate(rows)]
-
-
-_DEFAULTS = dict(max_tokens=128, params=DEFAULT_PARAMS, stop=(), stop_ids=(), ignore_eos=False, logprobs=0,
-                 token_logprobs=False, truncate=False, add_special=True)
 
 
 def generate(

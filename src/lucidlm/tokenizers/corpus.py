@@ -89,11 +89,6 @@ def tiny_shakespeare() -> str:
     return resources.files("lucidlm").joinpath("data/tinyshakespeare.txt").read_text(encoding="utf-8")
 
 
-def tiny_shakespeare_path() -> Path:
-    """Where the bundled Tiny Shakespeare file lies (the package is installed as files, not a zip)."""
-    return Path(str(resources.files("lucidlm").joinpath("data/tinyshakespeare.txt")))
-
-
 def _pseudo_text(rng: random.Random, script: str, n_words: int) -> str:
     lo, hi, (wmin, wmax), sep = SCRIPTS[script]
     marks = COMBINING_MARKS.get(script, "")
