@@ -83,7 +83,7 @@ def main() -> None:
 
     # -- base model ----------------------------------------------------------------------------
     base, tok = load_model(MODEL)
-    base.use_decode_layout()  # faster one-token decoding; same numbers
+    base.use_fast_decode()  # faster one-token decoding; same numbers
     t0 = time.perf_counter()
     base_exact, base_contained, base_replies = score(base, tok, test_items, batch=16, max_tokens=32)
     t_eval_base = time.perf_counter() - t0
@@ -113,7 +113,7 @@ def main() -> None:
     last = sum(list(result.losses.values())[-5:]) / 5
 
     model.eval()
-    merge_lora(model).use_decode_layout()  # the merged model decodes at the base model's speed
+    merge_lora(model).use_fast_decode()  # the merged model decodes at the base model's speed
     t0 = time.perf_counter()
     lora_exact, lora_contained, lora_replies = score(model, tok, test_items, batch=16, max_tokens=32)
     t_eval_lora = time.perf_counter() - t0

@@ -53,7 +53,7 @@ def main() -> None:
     core = pin_to_one_core()
     torch.set_num_threads(1)
     model, tok = load_model("smollm2-135m-instruct")
-    model.eval().use_decode_layout()
+    model.eval().use_fast_decode()
 
     shots = word_problems(args.shots, seed=1000)
     problems = word_problems(args.items, seed=args.seed, exclude=tuple(s.question for s in shots))

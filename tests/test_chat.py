@@ -137,6 +137,8 @@ def test_cli_generate_is_reproducible_and_shows_probs(checkpoint, capsys):
     first = capsys.readouterr().out
     assert main(args) == 0
     assert capsys.readouterr().out == first  # same seed, same text
+    assert main(args + ["--no-fast-decode"]) == 0
+    assert capsys.readouterr().out == first  # the C one-token path and the reference path agree
     model, tok = load_checkpoint(checkpoint)
     expected = generate(model, tok, "Hello", max_tokens=6, params=SamplingParams(seed=3, top_k=40), ignore_eos=True)
     assert first == "Hello" + expected.text + "\n"

@@ -107,8 +107,11 @@ def run_schedule(engine: Engine, schedule: dict[int, list[GenerationRequest]]) -
     return sinks
 
 
+@pytest.mark.parametrize("fast", [False, True], ids=["reference", "fast-decode"])
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
-def test_batched_equals_alone_with_requests_joining_and_leaving(kind):
+def test_batched_equals_alone_with_requests_joining_and_leaving(kind, fast):
+    """With ``fast``, the engine's one-token steps run the C decode path (models/decode_fast.py)
+    and each request is still compared with the reference path decoding it alone."""
     model = tiny_model(kind)
     # max_batch 3 < 7 requests: some wait for a slot; prompts longer than the running cache make it
     # grow (holes in the other rows); different max_tokens make rows leave at different steps.
@@ -118,8 +121,9 @@ def test_batched_equals_alone_with_requests_joining_and_leaving(kind):
         5: [request("To be, or not to be, that is the question:", 30), request("xy", 5)],
         11: [request("Once upon a time", 16)],
     }
-    engine = Engine(model, TOK, max_batch=3)
+    engine = Engine(model.use_fast_decode(fast), TOK, max_batch=3)
     sinks = run_schedule(engine, schedule)
+    model.use_fast_decode(False)
     reqs = [r for step in sorted(schedule) for r in schedule[step]]
     for req, sink in zip(reqs, sinks):
         assert_same_as_alone(model, req, sink)

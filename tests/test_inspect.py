@@ -58,13 +58,13 @@ def test_attention_heatmaps_are_written(tiny, tmp_path, capsys):
     assert (tmp_path / files[0]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_decode_layout_keeps_values_and_logits(tiny):
+def test_column_major_layout_keeps_values_and_logits(tiny):
     _, model, _ = tiny
     ids = torch.randint(0, 300, (2, 12))
     with torch.no_grad():
         before = model(ids)
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        model.use_decode_layout()
+        model.use_column_major_weights()
         after = model(ids)
     assert not model.layers[0].attn.qkv.weight.is_contiguous()  # column-major now
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())

@@ -143,11 +143,11 @@ def test_merge_equals_unmerged_and_unmerge_restores_w0():
     torch.testing.assert_close(model(IDS), unmerged, atol=1e-5, rtol=0)
 
 
-def test_merge_keeps_the_decode_layout():
+def test_merge_keeps_the_column_major_layout():
     model = apply_lora(tiny(), rank=4, alpha=8, targets=("qkv", "proj", "gate_up"))
     randomize_b(model)
     reference = model(IDS)
-    model.use_decode_layout()  # finds the LoRALinear layers: they are nn.Linear
+    model.use_column_major_weights()  # finds the LoRALinear layers: they are nn.Linear
     qkv = lora_modules(model)["layers.0.attn.qkv"]
     assert not qkv.weight.is_contiguous() and qkv.weight.t().is_contiguous()
     merge_lora(model)

@@ -15,8 +15,8 @@ def _load(args: argparse.Namespace):
     if tokenizer is None:
         raise ValueError(f"{args.model} has no tokenizer to turn text into ids; save the checkpoint with one")
     model.eval()
-    if hasattr(model, "use_decode_layout"):
-        model.use_decode_layout()  # same weights, stored for one-token-at-a-time speed
+    if hasattr(model, "use_fast_decode"):  # the C one-token decode path (models/decode_fast.py)
+        model.use_fast_decode(not getattr(args, "no_fast_decode", False))
     return model, tokenizer
 
 
@@ -150,6 +150,8 @@ def _add_sampling_flags(p: argparse.ArgumentParser, max_tokens: int) -> None:
     p.add_argument("--stop-id", action="append", type=int, default=[], help="stop token id (repeatable), besides EOS")
     p.add_argument("--ignore-eos", action="store_true", help="keep going past the EOS token")
     p.add_argument("--no-cache", action="store_true", help="recompute the whole sequence each step (the reference)")
+    p.add_argument("--no-fast-decode", action="store_true",
+                   help="one-token steps through PyTorch's ops (the reference path), not the C kernels")
     p.add_argument("--truncate", action="store_true", help="drop the prompt's oldest tokens if it does not fit")
     p.add_argument("--template", default=None, help="chat template: a Jinja file or 'chatml' (default: the model's)")
     p.add_argument("--system", default=None, help="system message")

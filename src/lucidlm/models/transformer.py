@@ -144,17 +144,32 @@ class DecoderLM(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.tokens.weight  # one matrix reads and writes tokens
         self.apply(_init_weights)
+        self._fast_decode = False  # see use_fast_decode
 
-    def use_decode_layout(self) -> DecoderLM:
-        """Store every Linear weight column-major, for fast one-token-at-a-time decoding.
+    def use_fast_decode(self, enabled: bool = True) -> DecoderLM:
+        """Decode one token at a time through the C kernels of ``models/decode_fast.py`` (which
+        say when they apply; elsewhere the reference path runs). Same results to float rounding.
+        Without the C kernel (lucidlm installed without a C compiler), the next best thing:
+        ``use_column_major_weights``. Measured on one core for SmolLM2-135M, the matrix-vector
+        products of one token take 47 ms with PyTorch and the default layout, 31 ms column-major,
+        22 ms in the C kernel (benchmarks/bench_decode.py).
+        """
+        from lucidlm.models import decode_fast
+
+        self._fast_decode = enabled and decode_fast.unsupported_reason(self) is None
+        if enabled and decode_fast.K is None:
+            self.use_column_major_weights()
+        return self
+
+    def use_column_major_weights(self) -> DecoderLM:
+        """Store every Linear weight column-major, for faster one-token decoding with PyTorch's ops.
 
         Generating one token multiplies each weight matrix by one vector, so decoding is bound by
         how fast the weights stream from memory. ``F.linear(x, W)`` computes ``x @ W^T``; with W
         (out, in) row-major that product walks W against its layout, while the same numbers stored
-        as W^T (in, out) row-major stream straight through. Measured on one core for
-        SmolLM2-135M's 211 matrices: 44 ms -> 31 ms per token (benchmarks/bench_decode.py).
-        The weights keep their shapes and values (only the memory order changes), so loading,
-        saving and the trace are unaffected; training prefers the default layout.
+        as W^T (in, out) row-major stream straight through. The weights keep their shapes and
+        values (only the memory order changes), so loading, saving and the trace are unaffected;
+        training and the C decode kernel prefer the default layout.
         """
         with torch.no_grad():
             for module in self.modules():
@@ -189,6 +204,13 @@ class DecoderLM(nn.Module):
         start = cache.length if cache is not None else 0
         positions = _positions(self.cfg, T, start, ids.device, attention_mask, positions)
         key_padding = attention_mask.bool() if attention_mask is not None else None
+        if (self._fast_decode and T == 1 and cache is not None and trace is None and not self.training
+                and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
+            from lucidlm.models.decode_fast import decode_step
+
+            logits = decode_step(self, ids, positions, key_padding, cache)
+            if logits is not None:
+                return logits  # (B, 1, V)
         x = self.embed(ids, positions, trace=trace)
         for i, layer in enumerate(self.layers):
             x = layer(x, positions=positions, key_padding=key_padding,

@@ -28,7 +28,7 @@ def build_app(args: argparse.Namespace):
     if getattr(model.cfg, "arch", None) != "decoder":
         raise ValueError(f"{args.model} is not a decoder-only language model (arch={model.cfg.arch!r}); "
                          "serve a model that generates text, e.g. smollm2-135m-instruct")
-    model.eval().use_decode_layout()  # same weights, stored for one-token-at-a-time speed
+    model.eval().use_fast_decode()  # the C one-token decode path (models/decode_fast.py)
     embedder, embed_name = None, None
     if args.embed_model != "none":
         from lucidlm.embed.sentence import load_embedder

@@ -67,7 +67,7 @@ class LoRALinear(nn.Linear):
 
     It *is* an ``nn.Linear`` holding the very same ``weight`` and ``bias`` Parameters as the layer
     it wraps, so parameter names stay ``...qkv.weight`` (checkpoints and weight maps keep working),
-    tied weights stay tied, and code that looks for Linear layers (``use_decode_layout``) still
+    tied weights stay tied, and code that looks for Linear layers (``use_column_major_weights``) still
     finds this one. The adapter adds ``lora_A`` (r, in) and ``lora_B`` (out, r).
     """
 
@@ -105,7 +105,7 @@ class LoRALinear(nn.Linear):
     @torch.no_grad()
     def merge(self) -> None:
         """W0 <- W0 + (alpha/r) B A. An in-place add keeps the weight's memory layout, so a model
-        switched to ``use_decode_layout`` keeps it."""
+        switched to ``use_column_major_weights`` keeps it."""
         if not self.merged:
             self.weight.add_(self.delta_weight().to(self.weight.dtype))
             self.merged = True
