@@ -23,6 +23,7 @@
 #define LUCIDLM_THREAD_POOL_H
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
@@ -69,7 +70,9 @@ static void *helper_main(void *arg) {
         /* wait for a new task: spin first, then sleep */
         int64_t spin_until = now_ns() + SPIN_NS;
         for (unsigned i = 1; atomic_load(&pool.task) == seen; i++) {
-            if (i % 1024 == 0 && now_ns() > spin_until) {
+            if (i % 1024 == 0 && now_ns() <= spin_until) {
+                sched_yield(); /* a thread waiting for this core (more threads than cores) goes first */
+            } else if (i % 1024 == 0) {
                 pthread_mutex_lock(&pool.lock);
                 atomic_fetch_add(&pool.sleeping, 1);
                 while (atomic_load(&pool.task) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
@@ -123,7 +126,12 @@ static void run_parts(part_fn fn, void *ctx, int parts) {
         pthread_mutex_unlock(&pool.lock);
     }
     fn(ctx, 0, parts);
-    while (atomic_load(&pool.pending) > 0) CPU_RELAX();
+    /* wait for the helpers; yield now and then in case they share this core (more threads than
+     * cores: then spinning here would only take the core from the helper it waits for) */
+    for (unsigned i = 1; atomic_load(&pool.pending) > 0; i++) {
+        if (i % 256 == 0) sched_yield();
+        else CPU_RELAX();
+    }
     pthread_mutex_unlock(&pool.busy);
 }
 
