@@ -160,15 +160,12 @@ def decode_step(model, ids: torch.Tensor, positions: torch.Tensor, key_padding: 
         return None
     *plan, (final, head) = weights
     V = model.lm_head.weight.shape[0]
-    for lc in cache.layers:  # the cache's layout, and the reference's LayerCache.append checks
-        kv_shape = (B, nkv, lc.k.shape[2], hs)
-        if lc.k.shape != kv_shape or lc.v.shape != kv_shape or not _ok(lc.k) or not _ok(lc.v):
-            return None
-    for lc in cache.layers:  # before anything is written
-        lc.check_room(B, nkv, 1)
     L = cache.length
-    if any(lc.length != L for lc in cache.layers):
-        return None
+    for lc in cache.layers:  # the cache's layout, and room for the new token
+        kv_shape = (B, nkv, lc.k.shape[2], hs)
+        if (lc.k.shape != kv_shape or lc.v.shape != kv_shape or not _ok(lc.k) or not _ok(lc.v)
+                or lc.length != L or L + 1 > lc.k.shape[2]):
+            return None  # the reference path raises where it should ("KV cache full", ...)
     rope = model.layers[0].attn.rope
     if rope is not None:
         if not _ok(rope.cos, rope.cos.shape[0] * hs) or not _ok(rope.sin, rope.cos.shape[0] * hs):
@@ -178,14 +175,13 @@ def decode_step(model, ids: torch.Tensor, positions: torch.Tensor, key_padding: 
             return None  # the reference path gives the error message
     key_ok = None
     if key_padding is not None:
-        if tuple(key_padding.shape) != (B, L + 1):
-            raise ValueError(f"padding mask has shape {tuple(key_padding.shape)}, expected (batch, keys) = "
-                             f"{(B, L + 1)} (with a KV cache it covers the cached positions too)")
+        if key_padding.shape != (B, L + 1):
+            return None  # the reference path gives the error message
         key_ok = key_padding.to(torch.bool).contiguous()  # (B, L + 1): one byte per key, 1 = real
 
     threads = min(torch.get_num_threads(), _cores(), 64)  # as many threads as PyTorch, not more than cores
     if K.threads() != threads:
-        K.set_threads(max(1, threads))
+        K.set_threads(threads)
     x = model.embed(ids, positions).reshape(B, C).to(FLOAT).contiguous()  # (B, C): token (+ position)
     n_qkv = C + 2 * nkv * hs
     h = torch.empty(B, C, dtype=FLOAT)  # a normalised copy of x

@@ -107,19 +107,15 @@ class LayerCache:
     # first decoding step and reused at every later one (the source does not change meanwhile).
     memory_kv: tuple[torch.Tensor, torch.Tensor] | None = None
 
-    def check_room(self, batch: int, n_kv_head: int, T: int) -> None:
-        """ValueError unless T new positions of (batch, n_kv_head) fit in this cache."""
-        if (batch, n_kv_head) != tuple(self.k.shape[:2]):
-            raise ValueError(f"KV cache was made for (batch, kv heads) = {tuple(self.k.shape[:2])}, "
-                             f"got keys for {(batch, n_kv_head)}; make a new cache for this batch")
-        if self.length + T > self.k.shape[2]:
-            raise ValueError(f"KV cache full: {self.length} cached + {T} new positions > its size {self.k.shape[2]}; "
-                             "make the cache with a larger max_len")
-
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """k, v: (B, nkv, T, hs) of the new positions -> all cached keys, values (B, nkv, length, hs)."""
         T = k.shape[2]
-        self.check_room(k.shape[0], k.shape[1], T)
+        if k.shape[:2] != self.k.shape[:2]:
+            raise ValueError(f"KV cache was made for (batch, kv heads) = {tuple(self.k.shape[:2])}, "
+                             f"got keys for {tuple(k.shape[:2])}; make a new cache for this batch")
+        if self.length + T > self.k.shape[2]:
+            raise ValueError(f"KV cache full: {self.length} cached + {T} new positions > its size {self.k.shape[2]}; "
+                             "make the cache with a larger max_len")
         self.k[:, :, self.length : self.length + T] = k
         self.v[:, :, self.length : self.length + T] = v
         self.length += T
