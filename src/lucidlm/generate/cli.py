@@ -5,15 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 
 def _load(args: argparse.Namespace):
-    from lucidlm.models.load import load_model
+    from lucidlm.models.load import check_pretrained, load_model
 
+    check_pretrained(args.model, random_init=args.random_init)
     model, tokenizer = load_model(args.model)
     if tokenizer is None:
         raise ValueError(f"{args.model} has no tokenizer to turn text into ids; save the checkpoint with one")
+    if getattr(model.cfg, "arch", None) != "decoder":
+        raise ValueError(f"{args.model} is not a decoder-only language model (arch={model.cfg.arch!r}), so it "
+                         "cannot generate text; try --model smollm2-135m-instruct (see `lucidlm models`)")
     model.eval()
     if hasattr(model, "use_fast_decode"):  # the C one-token decode path (models/decode_fast.py)
         model.use_fast_decode(not getattr(args, "no_fast_decode", False))
@@ -21,32 +24,68 @@ def _load(args: argparse.Namespace):
 
 
 def _params(args: argparse.Namespace):
-    from lucidlm.generate.sampling import SamplingParams
+    """The model's recommended sampling settings with the user's options on top, announced on
+    stderr: a student should know how the tokens were chosen (generate/defaults.py says why)."""
+    from lucidlm.generate.defaults import model_sampling_defaults, resolve_sampling
 
-    return SamplingParams(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                          repetition_penalty=args.repetition_penalty, frequency_penalty=args.frequency_penalty,
-                          presence_penalty=args.presence_penalty, seed=args.seed)
+    defaults = model_sampling_defaults(args.model)
+    params, text = resolve_sampling(
+        defaults, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+        repetition_penalty=args.repetition_penalty, frequency_penalty=args.frequency_penalty,
+        presence_penalty=args.presence_penalty, seed=args.seed)
+    print(f"lucidlm: sampling: {text}", file=sys.stderr, flush=True)
+    return params
 
 
-def _options(args: argparse.Namespace) -> dict:
-    return dict(max_tokens=args.max_tokens, params=_params(args), stop=args.stop, stop_ids=args.stop_id,
-                ignore_eos=args.ignore_eos, use_cache=not args.no_cache, truncate=args.truncate)
+def _options(args: argparse.Namespace, params) -> dict:
+    return dict(max_tokens=args.max_tokens, params=params, stop=args.stop, stop_ids=args.stop_id,
+                ignore_eos=args.ignore_eos, use_cache=not args.no_cache, truncate=args.truncate,
+                prefill_progress=_PrefillProgress())
+
+
+class _PrefillProgress:
+    """Reads the prompt's progress (the model sees a long prompt in chunks) and shows it on stderr
+    once it has taken more than 2 s: a 20k-token prompt takes minutes on a CPU."""
+
+    def __init__(self, after_s: float = 2.0) -> None:
+        self.start, self.after_s, self.shown = time.perf_counter(), after_s, False
+
+    def __call__(self, done: int, total: int) -> None:
+        elapsed = time.perf_counter() - self.start
+        if elapsed < self.after_s and not self.shown:
+            return
+        self.shown = True
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = (total - done) / rate if rate > 0 else 0.0
+        end = "\n" if done >= total else ""
+        print(f"\rlucidlm: reading the prompt: {done}/{total} tokens ({rate:.0f} tokens/s, ~{left:.0f} s left)",
+              end=end, file=sys.stderr, flush=True)
 
 
 def _template(args: argparse.Namespace, tokenizer) -> str:
-    from lucidlm.generate.chat import CHATML_TEMPLATE
+    from lucidlm.generate.chat import CHATML_TEMPLATE, chat_template_from_option
 
-    if args.template == "chatml":
-        return CHATML_TEMPLATE
     if args.template:
-        path = Path(args.template)
-        if not path.is_file():
-            raise FileNotFoundError(f"no chat template file at {path}; give a Jinja file or 'chatml'")
-        return path.read_text(encoding="utf-8")
+        return chat_template_from_option(args.template)
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.chat_template
-    print("lucidlm: the model has no chat template; using ChatML (--template to choose)", file=sys.stderr)
+    if not _encodes_as_one_token(tokenizer, "<|im_start|>"):
+        raise ValueError(
+            f"{args.model} has no chat template, and its tokenizer has no ChatML tokens (<|im_start|>) to "
+            "fall back on: it was trained on plain text, not conversations. Continue text with `lucidlm generate "
+            f"--model {args.model} \"TEXT\"`, or give a template its tokenizer can encode with --template FILE")
+    print("lucidlm: the model has no chat template; using ChatML, whose tokens its tokenizer has "
+          "(--template to choose)", file=sys.stderr)
     return CHATML_TEMPLATE
+
+
+def _encodes_as_one_token(tokenizer, text: str) -> bool:
+    from lucidlm.generate.decode import encode_prompt
+
+    try:
+        return len(encode_prompt(tokenizer, text, add_special=False)) == 1
+    except ValueError:  # a character the vocabulary lacks
+        return False
 
 
 def _show(token) -> str:
@@ -58,17 +97,22 @@ def cmd_generate(args: argparse.Namespace) -> int:
     from lucidlm.generate.decode import stream
 
     model, tok = _load(args)
+    params = _params(args)
     prompt = args.prompt
     if args.chat:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
         prompt = render_chat([*messages, {"role": "user", "content": prompt}], template=_template(args, tok),
                              tokenizer=tok)
     start, n, reason, n_prompt = time.perf_counter(), 0, None, 0
-    events = stream(model, tok, prompt, logprobs=args.show_probs, add_special=not args.chat, **_options(args))
+    events = stream(model, tok, prompt, logprobs=args.show_probs, add_special=not args.chat,
+                    **_options(args, params))
+    shown = "" if args.chat else args.prompt  # the text printed before the completion
     if not args.show_probs:
-        print(args.prompt if not args.chat else "", end="", flush=True)
+        print(shown, end="", flush=True)
+    pieces = []
     for event in events:
         n, reason, n_prompt = n + 1, event.finish_reason, event.prompt_tokens
+        pieces.append(event.text)
         if args.show_probs:  # one line per token: the chosen one, then the most likely alternatives
             lp = event.logprob
             alts = "  ".join(f"{_show(a)} {a.prob:.1%}" for a in lp.top)
@@ -76,7 +120,9 @@ def cmd_generate(args: argparse.Namespace) -> int:
         else:
             print(event.text, end="", flush=True)
     seconds = time.perf_counter() - start
-    if not args.show_probs:
+    if args.show_probs:  # the table shows tokens one by one; here is what they say together
+        print(f"\ntext: {shown}{''.join(pieces)}")
+    else:
         print()
     print(f"[{reason}: {n_prompt} prompt + {n} generated tokens, {n / seconds:.1f} tokens/s]", file=sys.stderr)
     return 0
@@ -87,6 +133,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
     from lucidlm.generate.decode import encode_prompt, stream
 
     model, tok = _load(args)
+    params = _params(args)
     template = _template(args, tok)
     system = args.system
     history: list[dict] = []  # user and assistant turns; the system message is kept apart
@@ -127,7 +174,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
             continue
         print("assistant> ", end="", flush=True)
         reply = []
-        for event in stream(model, tok, ids, **_options(args)):
+        for event in stream(model, tok, ids, **_options(args, params)):
             reply.append(event.text)
             print(event.text, end="", flush=True)
         print()
@@ -136,16 +183,26 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def _add_sampling_flags(p: argparse.ArgumentParser, max_tokens: int) -> None:
     p.add_argument("--model", "-m", default="smollm2-135m-instruct",
-                   help="model asset, preset, checkpoint directory, HF directory or .gguf file")
+                   help="a pretrained model (`lucidlm models`), checkpoint directory, HF directory or .gguf file "
+                        "(default: %(default)s)")
+    p.add_argument("--random-init", action="store_true",
+                   help="allow an architecture preset (gpt2, smollm2-135m, ...): random weights, so noise")
     p.add_argument("--max-tokens", "-n", type=int, default=max_tokens, help=f"tokens to generate (default {max_tokens})")
-    p.add_argument("--temperature", "-t", type=float, default=1.0, help="0 = greedy; < 1 sharper, > 1 flatter")
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = off)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus: keep tokens until their probability sums to p")
-    p.add_argument("--min-p", type=float, default=0.0, help="keep tokens with p >= min_p * the top token's p")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL/HF penalty on seen tokens (1 = off)")
-    p.add_argument("--frequency-penalty", type=float, default=0.0, help="OpenAI: - count * f (-2..2)")
-    p.add_argument("--presence-penalty", type=float, default=0.0, help="OpenAI: - p if seen (-2..2)")
-    p.add_argument("--seed", type=int, default=None, help="same seed, same text")
+    # Sampling options default to None: "not given", so the model's recommended value applies.
+    model_default = "default: the model's recommended value, else llama.cpp's {}; the first line of output says"
+    p.add_argument("--temperature", "-t", type=float, default=None,
+                   help="0 = greedy; < 1 sharper, > 1 flatter (" + model_default.format("0.8") + ")")
+    p.add_argument("--top-k", type=int, default=None,
+                   help="keep the k most likely tokens, 0 = off (" + model_default.format("40") + ")")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="nucleus: keep tokens until their probability sums to p, 1 = off ("
+                        + model_default.format("0.95") + ")")
+    p.add_argument("--min-p", type=float, default=None,
+                   help="keep tokens with p >= min_p * the top token's p, 0 = off (" + model_default.format("0.05") + ")")
+    p.add_argument("--repetition-penalty", type=float, default=None, help="CTRL/HF penalty on seen tokens (1 = off)")
+    p.add_argument("--frequency-penalty", type=float, default=None, help="OpenAI: - count * f (-2..2, 0 = off)")
+    p.add_argument("--presence-penalty", type=float, default=None, help="OpenAI: - p if seen (-2..2, 0 = off)")
+    p.add_argument("--seed", type=int, default=None, help="same seed, same text (default: a fresh draw)")
     p.add_argument("--stop", action="append", default=[], help="stop string (repeatable); not printed")
     p.add_argument("--stop-id", action="append", type=int, default=[], help="stop token id (repeatable), besides EOS")
     p.add_argument("--ignore-eos", action="store_true", help="keep going past the EOS token")

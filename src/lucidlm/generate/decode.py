@@ -22,12 +22,12 @@ Notation: B batch, T time, V vocabulary.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from lucidlm.generate.sampling import SamplingParams, make_generator, sample_token
+from lucidlm.generate.sampling import SamplingParams, check_finite_logits, make_generator, sample_token
 from lucidlm.generate.stream import IncrementalDecoder, StopChecker
 
 DEFAULT_PARAMS = SamplingParams()  # frozen, so one shared default is safe
@@ -127,10 +127,18 @@ def _fit_context(ids: list[int], max_tokens: int, context: int, truncate: bool) 
         return ids
     if truncate and max_tokens < context:
         return ids[len(ids) + max_tokens - context:]  # keep the end of the prompt: it is what gets continued
+    if max_tokens >= context:
+        raise ValueError(f"max_tokens={max_tokens} alone fills the model's context of {context} tokens, leaving no "
+                         f"room for the prompt; ask for at most {context - 1} (the prompt here is {len(ids)} tokens)")
+    if len(ids) >= context:
+        raise ValueError(
+            f"the prompt is {len(ids)} tokens, longer than the model's context of {context} tokens; shorten it "
+            f"to at most {context - max_tokens} tokens (with max_tokens={max_tokens}), or pass truncate=True "
+            f"(--truncate) to keep only its last {context - max_tokens} tokens")
     raise ValueError(
         f"prompt of {len(ids)} tokens + max_tokens={max_tokens} is longer than the model's context of {context} "
-        f"tokens; lower max_tokens to {max(context - len(ids), 0)} or less, shorten the prompt, or pass "
-        "truncate=True (--truncate) to drop the prompt's oldest tokens"
+        f"tokens; lower max_tokens to {context - len(ids)} or less, shorten the prompt, or pass truncate=True "
+        "(--truncate) to drop the prompt's oldest tokens"
     )
 
 
@@ -161,6 +169,7 @@ class _Sequence:
 
     def step(self, logits: torch.Tensor) -> StreamEvent:
         """Choose the next token from raw logits (V,) and work out what text it adds."""
+        check_finite_logits(logits, len(self.generated))
         if self.n_valid < logits.shape[-1]:  # a padded embedding table (GPT-2's 50304)
             logits = logits.clone()
             logits[self.n_valid:] = float("-inf")
@@ -216,14 +225,16 @@ def stream_batch(
     use_cache: bool = True,
     truncate: bool = False,
     add_special: bool = True,
+    prefill_progress: Callable[[int, int], None] | None = None,
 ) -> Iterator[StreamEvent]:
     """Events for several prompts decoded together (``event.index`` says which); see ``generate``
     for the options. Each row has its own generator seeded with ``params.seed``, so a row samples
-    what it would alone. Bad options raise here, before the first event."""
+    what it would alone. Bad options raise here, before the first event. ``prefill_progress(done,
+    total)`` is called as a long prompt is read, chunk by chunk (a CLI shows it)."""
     rows = _prepare(model, tokenizer, prompts, max_tokens=max_tokens, params=params, stop=stop, stop_ids=stop_ids,
                     ignore_eos=ignore_eos, logprobs=logprobs, token_logprobs=token_logprobs, truncate=truncate,
                     add_special=add_special)
-    return _decode(model, rows, max_tokens, use_cache)
+    return _decode(model, rows, max_tokens, use_cache, prefill_progress)
 
 
 def _prepare(model, tokenizer, prompts, *, max_tokens: int = 128, params: SamplingParams = DEFAULT_PARAMS,
@@ -252,7 +263,8 @@ def _prepare(model, tokenizer, prompts, *, max_tokens: int = 128, params: Sampli
             for b, ids in enumerate(ids_list)]
 
 
-def _decode(model, rows: list[_Sequence], max_tokens: int, use_cache: bool) -> Iterator[StreamEvent]:
+def _decode(model, rows: list[_Sequence], max_tokens: int, use_cache: bool,
+            prefill_progress: Callable[[int, int], None] | None = None) -> Iterator[StreamEvent]:
     device = model.lm_head.weight.device
     # 1. Prefill: every prompt at once, left-padded to the longest.
     B, T = len(rows), max(len(row.prompt) for row in rows)
@@ -263,7 +275,7 @@ def _decode(model, rows: list[_Sequence], max_tokens: int, use_cache: bool) -> I
         mask[b, T - len(row.prompt):] = 1
     with torch.inference_mode():
         cache = model.new_cache(B, T + max_tokens) if use_cache else None
-        logits = model(ids, attention_mask=mask, cache=cache, last_only=True)[:, -1]  # (B, V)
+        logits = _prefill(model, ids, mask, cache, prefill_progress)  # (B, V)
 
     # 2. One token per step. Finished rows keep their place (cheaper than reshaping the cache);
     #    their tokens are ignored. Events are yielded outside inference_mode, so the caller's
@@ -287,6 +299,25 @@ def _decode(model, rows: list[_Sequence], max_tokens: int, use_cache: bool) -> I
         yield from events
         if all(row.done for row in rows):
             return
+
+
+PREFILL_CHUNK = 512  # a longer prompt is read in chunks of this many tokens, through the KV cache
+
+
+def _prefill(model, ids: torch.Tensor, mask: torch.Tensor, cache, progress) -> torch.Tensor:
+    """The last position's logits (B, V) after reading the prompts (B, T). A long prompt goes
+    through the cache in chunks: the same attention (each chunk's queries see every key before
+    them), a T x 512 score matrix per head instead of T x T, and progress to report meanwhile.
+    A prompt of at most ``PREFILL_CHUNK`` tokens is one forward pass, as before."""
+    T = ids.shape[1]
+    if cache is None or T <= PREFILL_CHUNK:
+        return model(ids, attention_mask=mask, cache=cache, last_only=True)[:, -1]  # (B, V)
+    for start in range(0, T, PREFILL_CHUNK):
+        end = min(start + PREFILL_CHUNK, T)
+        logits = model(ids[:, start:end], attention_mask=mask[:, :end], cache=cache, last_only=True)[:, -1]
+        if progress is not None:
+            progress(end, T)
+    return logits
 
 
 def _stop_ids(model, tokenizer, stop_ids: Sequence[int], ignore_eos: bool) -> set[int]:

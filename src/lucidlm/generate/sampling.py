@@ -204,6 +204,17 @@ def sample_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
     return int(torch.multinomial(probs, 1, generator=generator))
 
 
+def check_finite_logits(logits: torch.Tensor, step: int) -> None:
+    """A NaN or infinite logit means the forward pass broke (NaN/inf weights, an overflow in
+    half precision): sampling from it would fail with torch's cryptic message or return junk."""
+    if not bool(torch.isfinite(logits).all()):
+        what = "NaN" if bool(torch.isnan(logits).any()) else "infinite values"
+        raise ValueError(
+            f"the model's logits contain {what} at generation step {step}: its weights are probably corrupt "
+            "(a NaN or inf in the checkpoint, a broken conversion, or a training run that diverged), or float16 "
+            "overflowed; check the weights with torch.isfinite, or load them in float32")
+
+
 def make_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
     """A generator of its own per request, so that one request's seed never depends on what
     other requests drew (the global RNG would)."""

@@ -36,6 +36,38 @@ PRESET_TOKENIZERS: dict[str, str] = {
 }
 
 
+def pretrained_models() -> list[str]:
+    """The names that load real, trained weights (the model assets); every preset is random."""
+    return list(MODEL_ASSETS)
+
+
+def is_random_preset(name_or_path: str | os.PathLike) -> bool:
+    """True when ``load_model(name_or_path)`` would build an architecture with random weights."""
+    name = str(name_or_path)
+    return name in PRESETS and name not in MODEL_ASSETS
+
+
+def check_pretrained(name_or_path: str | os.PathLike, *, random_init: bool = False) -> None:
+    """Refuse an architecture preset where a user expects a trained model (generate, chat, serve,
+    inspect): its weights are random, so its text is noise. ``random_init=True`` allows it.
+
+    >>> check_pretrained("smollm2-135m-instruct")
+    >>> check_pretrained("gpt2", random_init=True)
+    """
+    if random_init or not is_random_preset(name_or_path):
+        return
+    name = str(name_or_path)
+    hint = {"gpt2": " GPT-2's trained weights are not bundled; a Hugging Face GPT-2 directory "
+                    "(config.json + model.safetensors) loads with --model DIR.",
+            "smollm2-135m": " The trained SmolLM2 is --model smollm2-135m-instruct."}.get(name, "")
+    raise ValueError(
+        f"{name!r} is an architecture preset: its weights are random, so it would produce noise.{hint} "
+        f"Pretrained models: {', '.join(pretrained_models())} (see `lucidlm models`), or a checkpoint "
+        "directory, Hugging Face directory or .gguf file. Pass --random-init to run the untrained "
+        "architecture anyway."
+    )
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     *,

@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -57,15 +58,22 @@ def create_app(
     max_context: int | None = 4096,  # prompt + completion per request (<= the model's); bounds cache memory
     max_waiting: int = 256,  # queued requests beyond which the server answers 503
     request_timeout_s: float | None = 600.0,
+    chat_template: str | None = None,  # Jinja source; default: the tokenizer's own
+    sampling_defaults: SamplingParams | None = None,  # for the sampling fields a request leaves out
 ) -> FastAPI:
-    """A FastAPI app serving ``model`` under the name ``model_name`` (run it with uvicorn)."""
+    """A FastAPI app serving ``model`` under the name ``model_name`` (run it with uvicorn).
+
+    A request that omits a sampling field (temperature, top_p, ...) gets ``sampling_defaults``'
+    value, as vLLM applies a model's generation_config.json; None: OpenAI's defaults (temperature
+    1, no filter)."""
     if max_tokens_cap < 1 or max_body_bytes < 1:
         raise ValueError(f"max_tokens_cap ({max_tokens_cap}) and max_body_bytes ({max_body_bytes}) must be >= 1")
     engine = Engine(model, tokenizer, max_batch=max_batch, max_context=max_context)
     if embedder is not None and embed_model_name is None:
         embed_model_name = getattr(embedder, "name", None) or "embedding"
     state = _State(engine, tokenizer, model_name, embedder, embed_model_name, max_tokens_cap, max_waiting,
-                   request_timeout_s)
+                   request_timeout_s, sampling_defaults or SamplingParams())
+    chat_template = chat_template or getattr(tokenizer, "chat_template", None)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -150,8 +158,13 @@ def create_app(
         state.check_model(body.model)
         messages = [{"role": m.role, "content": _content_text(m.content), **({"name": m.name} if m.name else {})}
                     for m in body.messages]
+        if not chat_template:
+            raise APIError(400, f"The model '{model_name}' has no chat template, so messages cannot be turned into "
+                           "its prompt. Use POST /v1/completions with the text to continue, or restart the server "
+                           "with --chat-template chatml (or a Jinja template file).", param="messages",
+                           code="no_chat_template")
         try:
-            prompt = render_chat(messages, tokenizer=tokenizer, add_generation_prompt=True)
+            prompt = render_chat(messages, template=chat_template, tokenizer=tokenizer, add_generation_prompt=True)
         except ValueError as exc:
             raise APIError(400, f"Could not build the prompt from messages: {exc}", param="messages") from None
         ids = state.encode(prompt, add_special=False)  # the template already wrote its special tokens
@@ -203,8 +216,10 @@ class _State:
     """What the routes share: the engine, the tokenizer, the names, the limits."""
 
     def __init__(self, engine: Engine, tokenizer, model_name: str, embedder, embed_model_name: str | None,
-                 max_tokens_cap: int, max_waiting: int, timeout_s: float | None) -> None:
+                 max_tokens_cap: int, max_waiting: int, timeout_s: float | None,
+                 sampling_defaults: SamplingParams) -> None:
         self.engine, self.tokenizer, self.model_name = engine, tokenizer, model_name
+        self.sampling_defaults = sampling_defaults
         self.embedder, self.embed_model_name = embedder, embed_model_name
         self.max_tokens_cap, self.max_waiting, self.timeout_s = max_tokens_cap, max_waiting, timeout_s
         self.created = int(time.time())
@@ -259,11 +274,11 @@ class _State:
         stop = () if body.stop is None else (body.stop,) if isinstance(body.stop, str) else tuple(body.stop)
         if any(not s for s in stop):
             raise APIError(400, "Stop strings must not be empty.", param="stop", code="invalid_value")
-        try:
-            params = SamplingParams(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p,
-                                    min_p=body.min_p, repetition_penalty=body.repetition_penalty,
-                                    frequency_penalty=body.frequency_penalty,
-                                    presence_penalty=body.presence_penalty, seed=body.seed)
+        given = {name: getattr(body, name) for name in ("temperature", "top_k", "top_p", "min_p",
+                                                        "repetition_penalty", "frequency_penalty",
+                                                        "presence_penalty", "seed")}
+        try:  # a field the request leaves out (None) keeps the model's default
+            params = replace(self.sampling_defaults, **{k: v for k, v in given.items() if v is not None})
         except ValueError as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
         stop_ids = frozenset() if body.ignore_eos else self.stop_ids

@@ -19,9 +19,13 @@ def _port(value: str) -> int:
 
 def build_app(args: argparse.Namespace):
     """The app the command serves (separate from ``cmd_serve`` so a test can build it)."""
-    from lucidlm.models.load import load_model
+    from lucidlm.generate.chat import chat_template_from_option
+    from lucidlm.generate.defaults import describe, model_sampling_defaults
+    from lucidlm.models.load import check_pretrained, load_model
     from lucidlm.serve.app import create_app
 
+    check_pretrained(args.model, random_init=getattr(args, "random_init", False))
+    template = chat_template_from_option(args.chat_template) if getattr(args, "chat_template", None) else None
     model, tokenizer = load_model(args.model)
     if tokenizer is None:
         raise ValueError(f"{args.model} has no tokenizer to turn text into ids; save the checkpoint with one")
@@ -38,10 +42,34 @@ def build_app(args: argparse.Namespace):
         def embedder():  # loaded on the first /v1/embeddings request
             return load_embedder(embed_name)
 
+    defaults = model_sampling_defaults(args.model)
+    print(f"lucidlm: sampling fields a request leaves out: {describe(defaults.params(), defaults.source)}")
+    if template is None and not getattr(tokenizer, "chat_template", None):
+        print("lucidlm: the model has no chat template, so /v1/chat/completions answers 400; "
+              "--chat-template chatml|FILE gives it one")
     return create_app(model, tokenizer, model_name=args.served_name or str(args.model), embedder=embedder,
                       embed_model_name=embed_name, max_tokens_cap=args.max_tokens_cap, max_batch=args.max_batch,
                       max_context=args.max_context, max_body_bytes=args.max_body_bytes,
-                      request_timeout_s=args.timeout)
+                      request_timeout_s=args.timeout, chat_template=template,
+                      sampling_defaults=defaults.params())
+
+
+def bind(host: str, port: int):
+    """A listening socket, made before the model loads and before anything says "serving": a
+    port in use is a clear error at once, not after the load."""
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a restart may reuse a port in TIME_WAIT
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ValueError(f"cannot listen on {host}:{port} ({exc.strerror}): another server is probably using "
+                         "the port; stop it or pick another with --port") from None
+    sock.listen(128)
+    return sock
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -50,9 +78,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"--host {args.host}: this server has no authentication, so it only listens on the "
                          "loopback interface (127.0.0.1, localhost or ::1); put a proxy in front to expose it")
-    app = build_app(args)
-    print(f"lucidlm: serving {args.model} at http://{args.host}:{args.port}/v1 (docs: /docs); Ctrl-C stops")
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+    from lucidlm.models.load import check_pretrained
+
+    check_pretrained(args.model, random_init=args.random_init)  # before taking the port
+    sock = bind(args.host, args.port)
+    try:
+        app = build_app(args)
+        port = sock.getsockname()[1]  # the real one when --port 0 asked for any free port
+        print(f"lucidlm: serving {args.model} at http://{args.host}:{port}/v1 (docs: /docs); Ctrl-C stops",
+              flush=True)
+        server = uvicorn.Server(uvicorn.Config(app, log_level=args.log_level))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
     return 0
 
 
@@ -61,6 +99,10 @@ def register_cli(subparsers) -> None:
     p = subparsers.add_parser("serve", help="an OpenAI-compatible HTTP API (completions, chat, embeddings)")
     p.add_argument("--model", required=True,
                    help="a model asset (smollm2-135m-instruct), a checkpoint or Hugging Face directory, or a .gguf")
+    p.add_argument("--random-init", action="store_true",
+                   help="allow an architecture preset (gpt2, smollm2-135m, ...): random weights, so noise")
+    p.add_argument("--chat-template", default=None, metavar="chatml|FILE",
+                   help="chat template for /v1/chat/completions: 'chatml' or a Jinja file (default: the model's)")
     p.add_argument("--served-name", default=None, help="the model's name in the API (default: --model)")
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default: %(default)s)")
     p.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")

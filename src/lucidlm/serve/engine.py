@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lucidlm.generate.sampling import SamplingParams, make_generator, sample_token
+from lucidlm.generate.sampling import SamplingParams, check_finite_logits, make_generator, sample_token
 from lucidlm.generate.stream import IncrementalDecoder, StopChecker
 from lucidlm.nn.attention import KVCache, LayerCache
 
@@ -349,6 +349,11 @@ class Engine:
             self._finish(row, ErrorEvent("timeout", f"the request ran past its {handle.request.timeout_s} s limit"))
             return
         req = handle.request
+        try:
+            check_finite_logits(logits, len(row.generated))
+        except ValueError as exc:  # broken weights: every request would fail the same way
+            self._finish(row, ErrorEvent("server_error", str(exc)))
+            return
         token = sample_token(logits, req.params, row.generator, row.generated, prompt_ids=req.prompt_ids)
         row.generated.append(token)
         self.tokens += 1

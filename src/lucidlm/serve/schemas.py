@@ -27,20 +27,22 @@ class _Sampling(_Strict):
     """Fields common to /v1/completions and /v1/chat/completions."""
 
     model: str
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    # Sampling fields left out (None) take the model's recommended value (`lucidlm serve` prints
+    # them at start), else OpenAI's default (temperature 1, top_p 1, penalties 0).
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, le=1, description="only 1 is supported; send several requests for more")
     stream: bool = False
     stream_options: StreamOptions | None = None
     stop: Stop = None
     seed: int | None = None
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     user: str | None = None
     # not in OpenAI's API; vLLM accepts the same names
-    top_k: int = Field(0, ge=0, description="keep the k most likely tokens; 0 = off")
-    min_p: float = Field(0.0, ge=0.0, le=1.0)
-    repetition_penalty: float = Field(1.0, gt=0.0, le=10.0)
+    top_k: int | None = Field(None, ge=0, description="keep the k most likely tokens; 0 = off")
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
     ignore_eos: bool = Field(False, description="keep generating past the end-of-sequence token (benchmarks)")
 
 
