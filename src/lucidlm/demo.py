@@ -65,7 +65,8 @@ def tokenizer_story(out_dir: Path, vocab_size: int, color: bool) -> Path:
         n = stats.n_tokens if stats else len(tok.encode(held_out))
         bpt = stats.bytes_per_token if stats else len(held_out.encode()) / n
         print(f"   {name:<18}{tok.vocab_size:>9,}{n:>10,}{bpt:>13.3f}")
-    print("   How they cut a passage (each color one token; · a space, ↵ a newline):")
+    boundaries = "each color one token" if color else "| between tokens"
+    print(f"   How they cut a passage ({boundaries}; · a space, ↵ a newline, ⟨f0 9f⟩ bytes of a cut character):")
     for name in ("shakespeare-bpe", "cl100k_base"):
         if name in tokenizers:
             print(f"   {name}: " + render_tokens(tokenizers[name], PASSAGE, color=color).replace("\n", "\n      "))

@@ -42,6 +42,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     from lucidlm.tokenizers.training import iter_file_blocks
 
     specials = {s: None for s in args.special}
+    paths = [Path(p) for p in args.input]
+    if all(p.is_file() and p.stat().st_size == 0 for p in paths):
+        raise ValueError(f"the training text is empty: {', '.join(map(str, paths))} (0 bytes)")
     start = time.perf_counter()
     if args.reference:
         text = "".join(iter_file_blocks(args.input))
@@ -65,6 +68,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         tok.save(out)
     print(f"trained {len(tok.merges)} merges (vocab {tok.vocab_size}) in {elapsed:.2f} s -> {out}")
+    asked = args.vocab_size - 256 - len(specials)
+    if len(tok.merges) < asked:
+        # Not an error: the tokenizer works, it is only smaller than asked. But say why.
+        if args.min_frequency > 1 and not args.reference:
+            why = f"no pair of tokens occurs {args.min_frequency} times (--min-frequency) any more"
+        else:
+            why = "every chunk of the text (a word, a number, a run of spaces) is already one token"
+        print(
+            f"lucidlm: warning: learned only {len(tok.merges)} of the {asked} merges asked for "
+            f"(--vocab-size {args.vocab_size}): the text is too small, {why}. "
+            f"Train on more text, or ask for --vocab-size {tok.vocab_size}.",
+            file=sys.stderr,
+        )
     return 0
 
 
