@@ -77,11 +77,6 @@ def test_show_ids_lists_tokens_as_drawn(capsys, monkeypatch):
     assert [label for _, label in listed] == lines[0].split("|") == ["I", "·⟨f0 9f a4⟩", "⟨94⟩"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs BPETokenizer.vocab_listing's render_piece (tokenizers/bpe.py) to escape control "
-    "characters; see issue 10. Remove this mark when it does.",
-)
 def test_vocab_listing_has_one_readable_line_per_token(tmp_path):
     from lucidlm.tokenizers import train_bpe
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import os
 import sys
+import unicodedata
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -510,13 +511,24 @@ def _check_text(text: object) -> None:
 
 
 def render_piece(piece: bytes) -> str:
-    """Show token bytes readably: valid UTF-8 as text with whitespace escaped, other bytes as \\xNN.
+    """Show token bytes on one line: UTF-8 text as itself (a space as ␣; \\n \\r \\t escaped), and
+    as \\xNN every byte that would not show: control characters, line breaks, invalid UTF-8 (a byte of
+    a character the token holds only part of).
 
-    >>> render_piece(b" the\\n"), render_piece(b"\\xe4\\xb8")
-    ('␣the\\\\n', '\\\\xe4\\\\xb8')
+    >>> render_piece(b" the\\n"), render_piece(b"\\xe4\\xb8"), render_piece(b"a\\x00"), render_piece(b" \\xf0\\x9f\\xa4")
+    ('␣the\\\\n', '\\\\xe4\\\\xb8', 'a\\\\x00', '␣\\\\xf0\\\\x9f\\\\xa4')
     """
-    try:
-        text = piece.decode("utf-8")
-    except UnicodeDecodeError:
-        return "".join(f"\\x{b:02x}" for b in piece)
-    return text.replace(" ", "␣").replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
+    out = []
+    for ch in piece.decode("utf-8", errors="surrogateescape"):  # an invalid byte b -> U+DC00 + b
+        if "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif ch in _PIECE_ESCAPES:
+            out.append(_PIECE_ESCAPES[ch])
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):  # controls, invisible, line breaks
+            out.append("".join(f"\\x{b:02x}" for b in ch.encode("utf-8")))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+_PIECE_ESCAPES = {" ": "␣", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\\": "\\\\"}
