@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import regex
 
 from lucidlm.tokenizers import patterns
@@ -31,3 +32,10 @@ def test_correction_path_adds_code_points_an_older_unicode_lacked(monkeypatch):
     fake = {"L": (frozenset(), frozenset({ord("€")}))}
     monkeypatch.setattr(patterns, "unicode_drift", lambda prop: fake.get(prop, (frozenset(), frozenset())))
     assert Splitter(CL100K_PATTERN, use_kernel=False)("x €uro") == ["x", " €uro"]
+
+
+def test_ascii_text_never_looks_up_the_drift(monkeypatch):
+    """Finding the drift scans every code point (most of a tokenizer's load): ASCII text skips it."""
+    monkeypatch.setattr(patterns, "unicode_drift", lambda prop: pytest.fail("drift looked up for ASCII text"))
+    text = "The Eiffel Tower, 1889"
+    assert Splitter(CL100K_PATTERN, use_kernel=False)(text) == regex.findall(CL100K_PATTERN, text)

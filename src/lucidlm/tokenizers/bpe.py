@@ -162,10 +162,11 @@ class BPETokenizer:
         self._check_consistency()
         self._missing_bytes = bytes(b for b in range(256) if bytes([b]) not in self._encoder)
 
-        # bytes pair -> priority, for ``merges`` mode
+        # bytes pair -> priority, for ``merges`` mode (a pair listed twice keeps its later rank)
         self._pair_priority: dict[tuple[bytes, bytes], int] | None = None
         if self.merges is not None:
-            self._pair_priority = {(self.vocab[a], self.vocab[b]): r for r, (a, b) in enumerate(self.merges)}
+            pairs = self._merge_pairs()
+            self._pair_priority = dict(zip(pairs, range(len(pairs))))
         self._split = _splitter(self.pattern)
         self._decoder = dict(self.vocab)  # id -> bytes, specials included
         for text, i in self.special_tokens.items():
@@ -187,15 +188,27 @@ class BPETokenizer:
                 f"vocab lacks {len(missing)} of the 256 single-byte tokens (e.g. byte {missing[0]}); "
                 "a byte-level BPE needs all of them to encode any text"
             )
-        if self.merges is not None:
-            for rank, (a, b) in enumerate(self.merges):
-                if a not in self.vocab or b not in self.vocab:
-                    raise ValueError(f"merge #{rank} ({a}, {b}) names an id that is not in the vocab")
-                if self.vocab[a] + self.vocab[b] not in self._encoder:
-                    raise ValueError(f"merge #{rank} ({a}, {b}) makes bytes that are not a token in the vocab")
         clash = sorted(set(self.special_tokens.values()) & set(self.vocab))
         if clash:
             raise ValueError(f"special token id {clash[0]} is also an ordinary token id")
+
+    def _merge_pairs(self) -> list[tuple[bytes, bytes]]:
+        """The merges as pairs of token bytes, checked: both ids are tokens, and so are their bytes
+        joined. (Comprehensions rather than one loop: this runs at every load, 49k merges for
+        SmolLM2; the loop below only runs to name the first bad merge.)"""
+        vocab, encoder = self.vocab, self._encoder
+        try:
+            pairs = [(vocab[a], vocab[b]) for a, b in self.merges]
+            if all(x + y in encoder for x, y in pairs):
+                return pairs
+        except KeyError:
+            pass
+        for rank, (a, b) in enumerate(self.merges):
+            if a not in vocab or b not in vocab:
+                raise ValueError(f"merge #{rank} ({a}, {b}) names an id that is not in the vocab")
+            if vocab[a] + vocab[b] not in encoder:
+                raise ValueError(f"merge #{rank} ({a}, {b}) makes bytes that are not a token in the vocab")
+        raise AssertionError("unreachable: some merge failed the check above")
 
     # -- sizes and lookups ------------------------------------------------------------------------
 

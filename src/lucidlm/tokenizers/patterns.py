@@ -136,22 +136,21 @@ class Splitter:
         self.use_kernel = available if use_kernel is None else use_kernel
         self._fast: regex.Pattern | None = None
         self._corrected: regex.Pattern | None = None
-        self._suspects: frozenset[str] = frozenset()
+        self._suspects: frozenset[str] | None = None  # None: the drift is not looked up yet
         if not self.use_kernel:
-            self._compile()
+            self._fast = regex.compile(pattern)
 
-    def _compile(self) -> None:
-        """Build the regex path (skipped while the C splitter does the work: finding the drift
-        scans all code points once per process, ~1 s)."""
+    def _compile_corrected(self) -> None:
+        """Find the drift and build the corrected pattern: on the first non-ASCII text only, since
+        finding the drift scans all 1.1M code points once per process (~0.2 s on a quiet core,
+        most of a tokenizer's load) and no code point that moved since Unicode 16.0 is ASCII."""
         from lucidlm.tokenizers.unicode16 import CATEGORIES
 
         pattern = self.pattern
-        self._fast = regex.compile(pattern)
         props = sorted(set(_PROPERTY.findall(pattern)) & set(CATEGORIES))
         drift = {p: unicode_drift(p) for p in props}
-        self._suspects = frozenset(chr(c) for added, lacked in drift.values() for c in added | lacked)
-        self._corrected = None
-        if self._suspects:
+        suspects = frozenset(chr(c) for added, lacked in drift.values() for c in added | lacked)
+        if suspects:
 
             def fix(m: regex.Match) -> str:
                 added, lacked = drift.get(m.group(1), ((), ()))
@@ -162,6 +161,7 @@ class Splitter:
 
             # V1 enables set operations; -f keeps simple case folding, as in V0 and Rust.
             self._corrected = regex.compile("(?V1-f)" + _PROPERTY.sub(fix, pattern))
+        self._suspects = suspects  # last: another thread that sees it finds _corrected ready
 
     def __call__(self, text: str) -> list[str]:
         if self.use_kernel:
@@ -171,9 +171,13 @@ class Splitter:
     def regex_split(self, text: str) -> list[str]:
         """The reference: ``findall`` with the pattern (corrected to Unicode 16.0 where needed)."""
         if self._fast is None:
-            self._compile()
+            self._fast = regex.compile(self.pattern)
+        if text.isascii():  # ASCII letters and digits have not moved since Unicode 1.0
+            return self._fast.findall(text)
+        if self._suspects is None:
+            self._compile_corrected()
         # isdisjoint scans the text once at C speed (~14 ms per MB of non-ASCII text).
-        if self._corrected is None or text.isascii() or self._suspects.isdisjoint(text):
+        if self._corrected is None or self._suspects.isdisjoint(text):
             return self._fast.findall(text)
         return self._corrected.findall(text)
 
