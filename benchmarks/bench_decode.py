@@ -95,7 +95,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from lucidlm.assets import asset_path
-    from lucidlm.models.load import load_model
+    from lucidlm.loading.load import load_model
 
     print(f"bench_decode: {machine_line()}; torch {torch.__version__}; one core, fp32, batch 1")
     model, tok = load_model("smollm2-135m-instruct")
@@ -158,7 +158,7 @@ def main() -> None:
     # The trace: off by default. Each recording site is one `if trace is not None` check, so a
     # forward without a trace should cost what it costs; with one, attention takes the reference
     # path (it must build the weights) and every intermediate is copied out.
-    from lucidlm.inspect import Trace
+    from lucidlm.inspection import Trace
 
     long_ids = torch.tensor([(ids * 8)[:128]])
     with torch.inference_mode():

@@ -46,7 +46,7 @@ def main() -> None:
     from tokenizers import Tokenizer
 
     from lucidlm.assets import fetch
-    from lucidlm.embed import embed, load_embedder
+    from lucidlm.embeddings import embed, load_embedder
 
     print(f"bench_embed: {machine_line()}; torch {torch.__version__}, transformers {transformers.__version__}; "
           f"one core, batch {args.batch_size}")

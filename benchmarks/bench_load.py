@@ -91,7 +91,7 @@ def child_phases() -> dict[str, float]:
 
     torch.set_num_threads(1)
     try:
-        from lucidlm.gguf_file import open_gguf
+        from lucidlm.files.gguf import open_gguf
     except ImportError:  # the tree before the fast reader
         from lucidlm.tokenizers.gguf_vocab import open_gguf
     path = asset_path(MODEL)
@@ -215,8 +215,8 @@ def first_output(cmd: list[str], skip: int, env: dict[str, str]) -> tuple[float,
 def time_to_first_token(repeat: int, baseline: str | None, peer: bool) -> list[list[object]]:
     """Rows (label, wall, cpu, wall - floor) of medians. The commands take turns, one run each per
     round, so that a shared machine getting busier or quieter meanwhile moves every row alike."""
-    from lucidlm import derived_cache
     from lucidlm.assets import asset_path
+    from lucidlm.files import derived_cache
     from lucidlm.loading.weights_cache import WEIGHTS_FILE
 
     gguf = asset_path(MODEL)

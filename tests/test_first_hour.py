@@ -53,7 +53,7 @@ def test_default_sampling_answers_the_readme_question():
     """The README's first example. With the old default (temperature 1, no filter) 0 of 4 answers
     named Paris; with the model card's settings most do (15 of seeds 0..19 when measured)."""
     from lucidlm.generate.chat import render_chat
-    from lucidlm.models.load import load_model
+    from lucidlm.loading.load import load_model
 
     model, tok = load_model(SMOL)
     model.use_fast_decode()
@@ -208,7 +208,7 @@ def test_chunked_prefill_equals_one_pass_and_reports_progress():
 
 
 def test_prefill_progress_line(capsys):
-    from lucidlm.generate.cli import _PrefillProgress
+    from lucidlm.cli.generation import _PrefillProgress
 
     progress = _PrefillProgress(after_s=0.0)
     progress(512, 2048)

@@ -25,7 +25,7 @@ from lucidlm.generate import (
     render_chat,
     stream,
 )
-from lucidlm.generate.stream import IncrementalDecoder, StopChecker
+from lucidlm.generate.text import IncrementalDecoder, StopChecker
 from lucidlm.models.config import ModelConfig
 from lucidlm.models.transformer import build_model
 
@@ -298,7 +298,7 @@ def test_encoder_models_cannot_generate(tok):
 
 @pytest.fixture(scope="module")
 def smollm2():
-    from lucidlm.models.load import load_model
+    from lucidlm.loading.load import load_model
 
     try:
         return load_model("smollm2-135m-instruct")

@@ -114,7 +114,7 @@ def test_logit_lens_shows_exactly_top_tokens(tiny, capsys):
 
 
 def test_presets_are_refused_unless_random_init(tiny, monkeypatch, capsys):
-    import lucidlm.models.load as load
+    import lucidlm.loading.load as load
 
     _, model, tok = tiny
     loaded = []
@@ -132,7 +132,7 @@ def test_heatmap_has_a_scale_labels_and_visibly_masked_cells(tiny):
     labelled 0..1 colour bar, with the token texts along both axes."""
     import numpy as np
 
-    from lucidlm.inspect.walkthrough import attention_figure, run_traced, token_labels
+    from lucidlm.inspection.walkthrough import attention_figure, run_traced, token_labels
 
     _, model, tok = tiny
     ids, trace, _ = run_traced(model, tok, "To be or not")

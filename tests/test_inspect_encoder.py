@@ -17,7 +17,7 @@ transformers = pytest.importorskip("transformers")
 tokenizers = pytest.importorskip("tokenizers")
 
 from lucidlm.cli import main  # noqa: E402
-from lucidlm.inspect import walkthrough  # noqa: E402
+from lucidlm.inspection import walkthrough  # noqa: E402
 
 MODEL = "all-minilm-l6-v2"
 TEXT = "The Eiffel Tower is in Paris."
@@ -35,7 +35,7 @@ def _minilm_dir() -> Path:
 
 @pytest.fixture(scope="module")
 def ours():
-    from lucidlm.models.load import load_model
+    from lucidlm.loading.load import load_model
 
     _minilm_dir()
     model, tok = load_model(MODEL)

@@ -137,10 +137,11 @@ def test_cli_lora_finetune_on_chat_jsonl(tmp_path, tok, capsys):
     """`lucidlm train --config lora.toml`: a tiny SmolLM2-shaped checkpoint (with the real
     tokenizer and template), chat JSONL, [lora]; adapters saved and loadable."""
     from lucidlm.cli import main
+    from lucidlm.loading.adapters import load_adapters
     from lucidlm.loading.checkpoint import save_checkpoint
     from lucidlm.models.config import PRESETS, ModelConfig
     from lucidlm.models.transformer import build_model
-    from lucidlm.train.lora import load_adapters, lora_modules
+    from lucidlm.nn.lora import lora_modules
 
     cfg = {**PRESETS["smollm2-135m"].to_dict(), "n_layer": 2, "n_embd": 32, "n_head": 4, "n_kv_head": 2,
            "intermediate_size": 64, "max_seq_len": 128, "name": "tiny-smollm2"}

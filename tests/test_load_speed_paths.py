@@ -1,6 +1,6 @@
 """The fast loading paths give what the slow ones gave.
 
-- ``lucidlm.gguf_file`` reads the same metadata and tensor index as ``gguf.GGUFReader``;
+- ``lucidlm.files.gguf`` reads the same metadata and tensor index as ``gguf.GGUFReader``;
 - the torch dequantisation of F32/F16/BF16/Q8_0/Q4_0/Q4_1 equals ``gguf.quants.dequantize`` bit for bit;
 - a model built with placeholder parameters (``build_model(cfg, init=False)``) and then loaded
   equals one built normally and loaded: every parameter and buffer, ties kept;
@@ -18,7 +18,7 @@ import pytest
 import torch
 from torch import nn
 
-from lucidlm.gguf_file import open_gguf
+from lucidlm.files.gguf import open_gguf
 from lucidlm.loading.checkpoint import load_checkpoint, load_state_checked, model_state, save_checkpoint
 from lucidlm.loading.gguf import FAST_DEQUANTISE, dequantize, dequantize_reference, load_gguf, unpermute_qk
 from lucidlm.models import ModelConfig, build_model
@@ -139,7 +139,7 @@ def test_fast_dequantise_equals_gguf_package(tmp_path, qtype):
 def test_smollm2_loads_bit_identical_to_the_gguf_package(smollm2_path):
     """The whole fast path (header, torch dequantisation, placeholders, assignment) against the
     slow one: gguf.GGUFReader + gguf.quants.dequantize, renamed and un-permuted here."""
-    from lucidlm.models.load import load_model
+    from lucidlm.loading.load import load_model
 
     model, _ = load_model(smollm2_path, tokenizer=False)
     cfg = model.cfg

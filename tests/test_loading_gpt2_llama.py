@@ -11,8 +11,8 @@ import torch
 
 from lucidlm.loading import load_checkpoint, load_hf, read_safetensors, save_checkpoint, save_hf
 from lucidlm.loading.checkpoint import model_state, write_safetensors
+from lucidlm.loading.load import MODEL_ASSETS, load_model
 from lucidlm.models import PRESETS, ModelConfig, build_model
-from lucidlm.models.load import MODEL_ASSETS, load_model
 
 transformers = pytest.importorskip("transformers")
 transformers.logging.set_verbosity_error()

@@ -1,4 +1,4 @@
-"""LoRA (lucidlm.train.lora): hand-computed outputs, zero-init start, gradients only on A and B,
+"""LoRA (lucidlm.nn.lora, lucidlm.loading.adapters): hand-computed outputs, zero-init start, gradients only on A and B,
 merge/unmerge, adapters saved and loaded alone."""
 
 from __future__ import annotations
@@ -11,19 +11,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lucidlm.loading.adapters import ADAPTER_CONFIG, load_adapters, save_adapters
 from lucidlm.models.config import PRESETS, ModelConfig
 from lucidlm.models.transformer import build_model
-from lucidlm.train.lora import (
-    ADAPTER_CONFIG,
+from lucidlm.nn.lora import (
     LoRAConfig,
     LoRALinear,
     apply_lora,
-    load_adapters,
     lora_modules,
     lora_state_dict,
     merge_lora,
     remove_lora,
-    save_adapters,
     unmerge_lora,
 )
 

@@ -10,9 +10,9 @@ import json
 import pytest
 import torch
 
-import lucidlm.inspect.trace as trace_module
+import lucidlm.inspection.trace as trace_module
 import lucidlm.nn.attention as attention_module
-from lucidlm.inspect import Trace
+from lucidlm.inspection import Trace
 from lucidlm.models import PRESETS, DecoderLM, Encoder, EncoderDecoder, ModelConfig, build_model, get_preset
 
 ATOL = 1e-5

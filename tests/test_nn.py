@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from lucidlm.inspect import Trace
+from lucidlm.inspection import Trace
 from lucidlm.models import DecoderLM, ModelConfig
 from lucidlm.nn import (
     MLP,

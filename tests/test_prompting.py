@@ -1,4 +1,4 @@
-"""``lucidlm.prompting`` and ``lucidlm.prompting_tasks``: prompt builders against hand-written
+"""``lucidlm.generate.prompting`` and ``lucidlm.data.word_problems``: prompt builders against hand-written
 messages and text, answer extraction on hand-written completions, the vote's tie rule, the task's
 answers recomputed from the question text, and the batched runners against one-at-a-time
 ``generate`` on a tiny random SmolLM2-shaped model (real tokenizer, real decoding)."""
@@ -12,9 +12,9 @@ from collections import Counter
 import pytest
 import torch
 
-from lucidlm import prompting as P
+from lucidlm.data.word_problems import word_problems
 from lucidlm.generate import SamplingParams
-from lucidlm.prompting_tasks import word_problems
+from lucidlm.generate import prompting as P
 
 EXAMPLES = [("What is 2 + 3?", "5"), ("What is 9 - 4?", "5")]
 

@@ -82,7 +82,7 @@ def model(tokenizer):
 
 @pytest.fixture(scope="module")
 def server(model, tokenizer):
-    from lucidlm.embed.sentence import load_embedder
+    from lucidlm.embeddings.sentence import load_embedder
 
     app = create_app(model, tokenizer, model_name=MODEL, embedder=lambda: load_embedder(EMBED),
                      embed_model_name=EMBED, max_tokens_cap=CAP, max_body_bytes=20_000, max_batch=4,
@@ -326,8 +326,8 @@ def test_chat_without_a_template_says_how_to_get_one(tmp_path, capsys):
     """GPT-2's tokenizer has no chat template: the error names what an HTTP client can do, and
     ``--chat-template chatml`` gives the server one."""
     from lucidlm.cli import build_parser
+    from lucidlm.cli.serve import build_app
     from lucidlm.loading.checkpoint import save_checkpoint
-    from lucidlm.serve.cli import build_app
 
     gpt2 = load_tokenizer("gpt2")
     torch.manual_seed(0)
@@ -365,7 +365,7 @@ def test_serve_on_a_taken_port_fails_before_saying_serving(capsys):
 def test_real_smollm2_chat_matches_library_generate():
     from lucidlm.generate.decode import generate
     from lucidlm.generate.sampling import SamplingParams
-    from lucidlm.models.load import load_model
+    from lucidlm.loading.load import load_model
 
     model, tok = load_model("smollm2-135m-instruct")
     messages = [{"role": "user", "content": "What is the capital of France?"}]

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from lucidlm.loading.gguf import load_gguf, permute_qk, read_gguf, unpermute_qk
+from lucidlm.loading.load import load_model
 from lucidlm.models import PRESETS
-from lucidlm.models.load import load_model
 
 gguf = pytest.importorskip("gguf")
 DATA = Path(__file__).parent / "data"

@@ -15,7 +15,6 @@ Nothing is downloaded (cl100k/o200k are shown only when already cached).
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import sys
 import time
@@ -193,20 +192,3 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, vocab_size
         "  make test    # the test suite; make bench  # speed against tiktoken, transformers, nanoGPT's recipe"
     )
     return {"steps": steps, "val_loss": result.val_losses[max(result.val_losses)], "plot": plot}
-
-
-def cmd_demo(args: argparse.Namespace) -> int:
-    color = None if args.color == "auto" else args.color == "always"
-    run_demo(args.out, minutes=args.minutes, vocab_size=args.vocab_size, color=color,
-             tokenizers=not args.skip_tokenizers)
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="the main job on the bundled Tiny Shakespeare: tokenize, train, sample")
-    p.add_argument("--out", default="runs/demo", help="where to write what the demo makes (replaced each run)")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget (default 3)")
-    p.add_argument("--vocab-size", type=int, default=1024, help="vocabulary of the BPE tokenizer in part 1")
-    p.add_argument("--skip-tokenizers", action="store_true", help="skip part 1 (the tokenizer comparison)")
-    p.add_argument("--color", choices=["auto", "always", "never"], default="auto")
-    p.set_defaults(func=cmd_demo)

@@ -7,31 +7,17 @@
   from a ``torch.Generator`` the trainer owns (``shards.py``).
 
 Tiny Shakespeare ships here too (``tinyshakespeare.txt``, public domain, about 1 MB).
-The names below are imported on first use, so that ``lucidlm.data.cli`` (imported to build the
+The names below are imported on first use, so that ``lucidlm.cli.data`` (imported to build the
 command line parser) loads neither numpy nor torch.
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
-_LAZY = {
-    "FORMAT_NAME": "prepare",
-    "FORMAT_VERSION": "prepare",
-    "document_separator": "prepare",
-    "dtype_for": "prepare",
-    "prepare_dataset": "prepare",
-    "TokenDataset": "shards",
-    "read_meta": "shards",
-    "FORMATS": "sources",
-}
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        return getattr(importlib.import_module(f"lucidlm.data.{_LAZY[name]}"), name)
-    raise AttributeError(f"module 'lucidlm.data' has no attribute {name!r}")
+from lucidlm.data.prepare import FORMAT_NAME, FORMAT_VERSION, document_separator, dtype_for, prepare_dataset
+from lucidlm.data.shards import TokenDataset, read_meta
+from lucidlm.data.sources import FORMATS
 
 
 def tiny_shakespeare_path() -> Path:
@@ -39,4 +25,5 @@ def tiny_shakespeare_path() -> Path:
     return Path(__file__).with_name("tinyshakespeare.txt")
 
 
-__all__ = [*_LAZY, "tiny_shakespeare_path"]
+__all__ = ["FORMATS", "FORMAT_NAME", "FORMAT_VERSION", "TokenDataset", "document_separator", "dtype_for",
+           "prepare_dataset", "read_meta", "tiny_shakespeare_path"]

@@ -270,7 +270,7 @@ def prepare_dataset(
             "sources": stats[:MAX_SOURCES_IN_META],
             "sources_total": len(stats),
         }
-        from lucidlm.tokenizers.jsonfile import write_json_atomic
+        from lucidlm.files.jsonfile import write_json_atomic
 
         write_json_atomic(tmp / META_FILE, meta, indent=2)
         _publish(tmp, out)

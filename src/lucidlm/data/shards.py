@@ -44,7 +44,7 @@ def _folder(path: str | os.PathLike) -> Path:
 
 def read_meta(path: str | os.PathLike) -> dict:
     """The checked meta.json of a dataset directory (or of the meta.json path itself)."""
-    from lucidlm.tokenizers.jsonfile import read_json
+    from lucidlm.files.jsonfile import read_json
 
     folder = _folder(path)
     if not folder.exists():

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from lucidlm.generate.sampling import SamplingParams, check_finite_logits, make_generator, sample_token
-from lucidlm.generate.stream import IncrementalDecoder, StopChecker
+from lucidlm.generate.text import IncrementalDecoder, StopChecker
 
 DEFAULT_PARAMS = SamplingParams()  # frozen, so one shared default is safe
 

@@ -127,7 +127,7 @@ def _from_generation_config(path: Path) -> SamplingDefaults | None:
 
 
 def _from_gguf(path: Path) -> SamplingDefaults | None:
-    from lucidlm.gguf_file import open_gguf
+    from lucidlm.files.gguf import open_gguf
 
     try:
         metadata = open_gguf(path).metadata

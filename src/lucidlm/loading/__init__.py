@@ -5,7 +5,7 @@
   model.safetensors, tokenizer.json), saved atomically.
 - ``load_hf`` / ``save_hf``: Hugging Face GPT-2 and Llama directories, both ways.
 - ``read_gguf`` / ``load_gguf``: llama.cpp's GGUF (Llama family), dequantised to float32.
-- ``lucidlm.models.load_model(name_or_path)`` picks the right one of these for you.
+- ``load_model(name_or_path)`` (``load.py``; also ``lucidlm.load_model``) picks the right one for you.
 """
 
 from lucidlm.loading.checkpoint import (
@@ -17,8 +17,9 @@ from lucidlm.loading.checkpoint import (
 )
 from lucidlm.loading.gguf import load_gguf, read_gguf
 from lucidlm.loading.hf import HF_FAMILIES, load_hf, save_hf
+from lucidlm.loading.load import load_model
 
 __all__ = [
     "HF_FAMILIES", "load_checkpoint", "load_gguf", "load_hf", "load_state_checked", "model_state",
-    "read_gguf", "read_safetensors", "save_checkpoint", "save_hf",
+    "load_model", "read_gguf", "read_safetensors", "save_checkpoint", "save_hf",
 ]

@@ -129,7 +129,7 @@ def load_bert(
         config = weights.parent / "config.json"
     if not isinstance(config, ModelConfig):
         if not isinstance(config, dict):
-            from lucidlm.tokenizers.jsonfile import read_json
+            from lucidlm.files.jsonfile import read_json
 
             config = read_json(config, "BERT config.json")
             if not isinstance(config, dict):

@@ -315,14 +315,14 @@ def _with_merged_lora(model: nn.Module, tensors: dict[str, torch.Tensor], path: 
     """A checkpoint written during a LoRA fine-tune (``out_dir/last``) holds the adapters beside
     the frozen weights: rebuild the adapters from its train_config.json, load, and merge them
     in, so the result is a plain model that runs at the base model's speed."""
-    from lucidlm.tokenizers.jsonfile import read_json
-    from lucidlm.train.lora import LoRAConfig, apply_lora, remove_lora
+    from lucidlm.files.jsonfile import read_json
+    from lucidlm.nn.lora import LoRAConfig, apply_lora, remove_lora
 
     config_file = path / "train_config.json"
     lora = read_json(config_file, "train config").get("lora") if config_file.is_file() else None
     if not lora:
         raise ValueError(f"{path} holds LoRA adapter tensors but no train_config.json with a [lora] table to "
-                         "rebuild them from; load the base model and lucidlm.train.lora.load_adapters instead")
+                         "rebuild them from; load the base model and lucidlm.loading.adapters.load_adapters instead")
     lcfg = LoRAConfig(**lora)
     apply_lora(model, rank=lcfg.rank, alpha=lcfg.alpha, targets=lcfg.targets)
     load_state_checked(model, tensors, source=str(path / WEIGHTS_FILE))

@@ -3,7 +3,7 @@
 A GGUF file is self-describing: key/value metadata (``llama.block_count``, ``llama.rope.freq_base``,
 the tokenizer's vocabulary and chat template, ...) followed by tensors, most of them quantised in
 blocks (Q4_1: 32 weights share one fp16 scale and one fp16 minimum, 4 bits each).
-``lucidlm.gguf_file`` reads the header; the common block types are dequantised here with torch,
+``lucidlm.files.gguf`` reads the header; the common block types are dequantised here with torch,
 any other with the ``gguf`` package (maintained with llama.cpp).
 
 Three things differ from a Hugging Face Llama checkpoint:
@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lucidlm import derived_cache
-from lucidlm.gguf_file import GGUFFile, GGUFTensor, open_gguf
+from lucidlm.files import derived_cache
+from lucidlm.files.gguf import GGUFFile, GGUFTensor, open_gguf
 from lucidlm.loading.weights_cache import load_cached_weights, save_cached_weights
 from lucidlm.models.config import ModelConfig
 

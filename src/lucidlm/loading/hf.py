@@ -275,7 +275,7 @@ def state_to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig, family: Family
 
 
 def read_hf_config(path: str | os.PathLike) -> dict:
-    from lucidlm.tokenizers.jsonfile import read_json
+    from lucidlm.files.jsonfile import read_json
 
     data = read_json(Path(path) / CONFIG_FILE, "Hugging Face config")
     if not isinstance(data, dict):

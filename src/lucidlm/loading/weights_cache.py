@@ -29,7 +29,7 @@ import os
 
 import torch
 
-from lucidlm import derived_cache
+from lucidlm.files import derived_cache
 from lucidlm.loading.checkpoint import read_safetensors, write_safetensors
 from lucidlm.models.config import ModelConfig
 

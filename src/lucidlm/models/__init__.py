@@ -2,7 +2,6 @@
 original encoder-decoder Transformer."""
 
 from lucidlm.models.config import PRESETS, ModelConfig, get_preset
-from lucidlm.models.load import load_model
 from lucidlm.models.transformer import DecoderLM, Encoder, EncoderDecoder, build_model
 
-__all__ = ["PRESETS", "DecoderLM", "Encoder", "EncoderDecoder", "ModelConfig", "build_model", "get_preset", "load_model"]
+__all__ = ["PRESETS", "DecoderLM", "Encoder", "EncoderDecoder", "ModelConfig", "build_model", "get_preset"]

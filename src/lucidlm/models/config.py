@@ -131,13 +131,13 @@ class ModelConfig:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``config.json`` atomically (a crash never leaves half a file)."""
-        from lucidlm.tokenizers.jsonfile import write_text_atomic
+        from lucidlm.files.jsonfile import write_text_atomic
 
         return write_text_atomic(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ModelConfig:
-        from lucidlm.tokenizers.jsonfile import read_json
+        from lucidlm.files.jsonfile import read_json
 
         data = read_json(path, "model config")
         if not isinstance(data, dict):

@@ -38,6 +38,7 @@ import os
 import torch
 from torch import nn
 
+from lucidlm.nn.lora import LoRALinear
 from lucidlm.nn.norms import RMSNorm
 
 try:
@@ -82,7 +83,7 @@ def _ok(t: torch.Tensor | None, numel: int | None = None) -> bool:
 def _linear_args(layer: nn.Module, n_out: int, n_in: int) -> tuple[int, int] | None:
     """(weight address, bias address or 0) of a float32 nn.Linear(n_in, n_out) whose forward is
     plain ``F.linear``, else None: an nn.Linear, or a LoRA layer with its update merged into W."""
-    plain = type(layer) is nn.Linear or (isinstance(layer, nn.Linear) and getattr(layer, "merged", None) is True)
+    plain = type(layer) is nn.Linear or (isinstance(layer, LoRALinear) and layer.merged)  # merged: W0 + BA
     if not plain or layer.weight.shape != (n_out, n_in):
         return None
     w, b = layer.weight, layer.bias

@@ -5,7 +5,7 @@
 - ``EncoderDecoder``: the original Transformer (Vaswani et al. 2017): an encoder, and a decoder
   whose blocks also attend to the encoder's output.
 
-Every ``forward`` takes an optional ``trace`` (``lucidlm.inspect.Trace``) that records the
+Every ``forward`` takes an optional ``trace`` (``lucidlm.inspection.Trace``) that records the
 intermediate tensors by name; see ``lucidlm/inspect/trace.py``. Notation: B batch, T time,
 C = n_embd, V vocabulary.
 """

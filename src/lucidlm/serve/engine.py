@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import torch
 
 from lucidlm.generate.sampling import SamplingParams, check_finite_logits, make_generator, sample_token
-from lucidlm.generate.stream import IncrementalDecoder, StopChecker
+from lucidlm.generate.text import IncrementalDecoder, StopChecker
 from lucidlm.nn.attention import KVCache, LayerCache
 
 log = logging.getLogger(__name__)

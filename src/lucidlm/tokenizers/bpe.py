@@ -28,7 +28,7 @@ from typing import Literal
 
 import regex
 
-from lucidlm.tokenizers.jsonfile import read_json, write_json_atomic, write_text_atomic
+from lucidlm.files.jsonfile import read_json, write_json_atomic, write_text_atomic
 from lucidlm.tokenizers.patterns import Splitter, resolve_pattern
 
 try:  # the optional C inner loop (setup.py builds it); the Python path below gives the same ids

@@ -13,8 +13,8 @@ import binascii
 import os
 from pathlib import Path
 
+from lucidlm.files.jsonfile import read_json
 from lucidlm.tokenizers.bpe import FORMAT_NAME, BPETokenizer
-from lucidlm.tokenizers.jsonfile import read_json
 from lucidlm.tokenizers.patterns import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
 
 # What tiktoken itself registers for OpenAI's encodings (tiktoken_ext/openai_public.py).

@@ -26,7 +26,7 @@ import json
 import os
 from pathlib import Path
 
-from lucidlm import derived_cache
+from lucidlm.files import derived_cache
 from lucidlm.tokenizers.hf import PretrainedBPETokenizer, _template_json, token_to_bytes
 from lucidlm.tokenizers.pretokenizers import LLAMA3_PATTERN, QWEN2_PATTERN, PreTokenizer
 
@@ -73,9 +73,9 @@ def read_gguf_metadata(path: str | os.PathLike) -> dict[str, object]:
 
     Strings are ``str`` except token and merge lists, which stay ``bytes`` (decoded by the caller,
     so that a broken entry can be named). Tensors are never read. The header is parsed by
-    ``lucidlm.gguf_file``, once per file for the tokenizer and the weights together.
+    ``lucidlm.files.gguf``, once per file for the tokenizer and the weights together.
     """
-    from lucidlm.gguf_file import open_gguf
+    from lucidlm.files.gguf import open_gguf
 
     metadata = open_gguf(path).metadata
     return {k: v for k, v in metadata.items() if k.startswith(("tokenizer.", "general."))}

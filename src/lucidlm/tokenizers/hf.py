@@ -21,12 +21,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from lucidlm.files.jsonfile import read_json, write_json_atomic
 from lucidlm.tokenizers.bpe import BPETokenizer
 
 # ``name as name``: re-exported, so code and tests that import these from ``hf`` keep working.
 from lucidlm.tokenizers.hf_regex import onig_to_python as onig_to_python
 from lucidlm.tokenizers.hf_regex import python_to_onig
-from lucidlm.tokenizers.jsonfile import read_json, write_json_atomic
 from lucidlm.tokenizers.pretokenizers import BEHAVIORS as BEHAVIORS
 from lucidlm.tokenizers.pretokenizers import (
     COVERING_PATTERNS,

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import regex
 
-from lucidlm.tokenizers.jsonfile import read_json, write_json_atomic
+from lucidlm.files.jsonfile import read_json, write_json_atomic
 
 FORMAT_VERSION = 1
 CHAR_FORMAT = "lucidlm-char"

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import regex
 
+from lucidlm.files.jsonfile import read_json, write_json_atomic
 from lucidlm.tokenizers.bert_text import (
     _ASCII_CLEAN,
     _LOWERCASE,
@@ -42,7 +43,6 @@ from lucidlm.tokenizers.bert_text import (
     is_punctuation,
 )
 from lucidlm.tokenizers.bert_text import is_whitespace as is_whitespace  # re-exported
-from lucidlm.tokenizers.jsonfile import read_json, write_json_atomic
 from lucidlm.tokenizers.wordpiece_json import (
     NO_TEMPLATE,
     AddedToken,

@@ -99,7 +99,7 @@ def read_chat_jsonl(path: str | os.PathLike) -> list[list[dict]]:
 
 
 def write_chat_jsonl(conversations: Sequence[list[dict]], path: str | os.PathLike) -> Path:
-    from lucidlm.tokenizers.jsonfile import write_text_atomic
+    from lucidlm.files.jsonfile import write_text_atomic
 
     lines = [json.dumps({"messages": list(c)}, ensure_ascii=False) for c in conversations]
     write_text_atomic(Path(path), "\n".join(lines) + "\n")
@@ -248,9 +248,10 @@ def finetune(cfg, *, resume: bool = False, overwrite: bool = False, handle_signa
     ``cfg.data``: a ``.jsonl`` of chats (else a token dataset directory), with LoRA adapters when
     ``cfg.lora`` is set. Writes ``out_dir/adapter`` (the adapters alone) after a LoRA run. Returns
     the trainer's ``TrainResult``."""
-    from lucidlm.models.load import load_model
+    from lucidlm.loading.adapters import save_adapters
+    from lucidlm.loading.load import load_model
+    from lucidlm.nn.lora import LoRAConfig, apply_lora
     from lucidlm.train.loop import train
-    from lucidlm.train.lora import LoRAConfig, apply_lora, save_adapters
 
     if cfg.init_from == "scratch":
         raise ValueError("finetuning needs init_from = a model to start from (a checkpoint, Hugging Face "
@@ -272,5 +273,5 @@ def finetune(cfg, *, resume: bool = False, overwrite: bool = False, handle_signa
                    overwrite=overwrite, handle_signals=handle_signals)
     if lora_cfg is not None:
         adapter = save_adapters(model, Path(cfg.out_dir) / "adapter", base_model=cfg.init_from)
-        print(f"LoRA adapters: {adapter} (load with lucidlm.train.lora.load_adapters)")
+        print(f"LoRA adapters: {adapter} (load with lucidlm.loading.adapters.load_adapters)")
     return result

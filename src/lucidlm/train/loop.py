@@ -114,7 +114,7 @@ def _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, ha
 
         model = build_model(wanted_cfg)
     elif model is None:
-        from lucidlm.models.load import load_model
+        from lucidlm.loading.load import load_model
 
         model, loaded_tokenizer = load_model(cfg.init_from)
         if dataset is not None and loaded_tokenizer is not None:

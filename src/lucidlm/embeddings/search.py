@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from lucidlm.embed.sentence import DEFAULT_MODEL, SentenceEmbedder, embed, load_embedder
+from lucidlm.embeddings.sentence import DEFAULT_MODEL, SentenceEmbedder, embed, load_embedder
 
 log = logging.getLogger(__name__)
 _CACHE_FORMAT = "lucidlm-embeddings-1"
@@ -185,6 +185,3 @@ def search_file(path: str | os.PathLike, query: str, *, top: int = 5,
     c = embed_corpus(path, model=model, batch_size=batch_size, max_length=max_length, cache=cache)
     hits = search(query, c.texts, top=top, model=model, corpus_embeddings=c.embeddings, max_length=max_length)
     return [SearchHit(h.rank, h.score, h.index, h.text, c.lines[h.index]) for h in hits]
-
-
-from lucidlm.embed.cli import register_cli  # noqa: E402,F401  (kept importable from here)

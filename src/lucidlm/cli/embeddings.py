@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 
-from lucidlm.cli import positive_int
-from lucidlm.embed import DEFAULT_MODEL
+from lucidlm.cli.args import positive_int
+
+DEFAULT_MODEL = "all-minilm-l6-v2"  # lucidlm.embeddings.DEFAULT_MODEL (not imported: it loads torch)
 
 
 def cmd_search(args) -> int:
-    from lucidlm.embed.search import search_file
+    from lucidlm.embeddings.search import search_file
 
     hits = search_file(args.corpus, args.query, top=args.top, model=args.model, batch_size=args.batch_size,
                        max_length=args.max_length, cache=not args.no_cache)
@@ -24,7 +25,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_encode(args) -> int:
-    from lucidlm.embed.sentence import embed
+    from lucidlm.embeddings.sentence import embed
 
     e = embed(args.texts, args.model, args.batch_size, max_length=args.max_length)
     if args.json:

@@ -44,17 +44,31 @@ def cmd_plot(args) -> int:
     return 0
 
 
+class _HelpWithSettings(argparse.Action):
+    """``lucidlm train --help``: the description lists TrainConfig's settings, read only when help
+    is asked for (importing lucidlm.train loads torch, which ``lucidlm --help`` must not)."""
+
+    def __init__(self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from lucidlm.train.config import TrainConfig
+
+        keys = ", ".join(f.name for f in TrainConfig.__dataclass_fields__.values())
+        parser.description += " Settings: " + keys
+        parser.print_help()
+        parser.exit()
+
+
 def register_cli(subparsers) -> None:
     """Add ``lucidlm train`` and ``lucidlm plot`` to the top-level parser's subparsers."""
-    from lucidlm.train.config import TrainConfig
-
-    keys = ", ".join(f.name for f in TrainConfig.__dataclass_fields__.values())
     t = subparsers.add_parser(
-        "train", help="train a language model on a prepared token dataset",
+        "train", help="train a language model on a prepared token dataset", add_help=False,
         description="Train per a TOML config; any setting can be overridden with --key=value "
-                    "(--model.FIELD=value for the model). Settings: " + keys,
+                    "(--model.FIELD=value for the model).",
         epilog="Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves out_dir/last and exits; "
                "continue with --resume. Run under torchrun for data-parallel training.")
+    t.add_argument("-h", "--help", action=_HelpWithSettings, help="show this help (and every setting) and exit")
     t.add_argument("--config", metavar="FILE.toml", help="training config (TOML); without it, the defaults")
     t.add_argument("--resume", action="store_true", help="continue step-exactly from out_dir/last")
     t.add_argument("--overwrite", action="store_true",

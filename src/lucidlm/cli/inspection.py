@@ -11,7 +11,7 @@ import argparse
 
 
 def _load(args: argparse.Namespace):
-    from lucidlm.models.load import check_pretrained, load_model
+    from lucidlm.loading.load import check_pretrained, load_model
 
     check_pretrained(args.model, random_init=args.random_init)  # a preset's random weights explain nothing
     model, tokenizer = load_model(args.model)
@@ -33,7 +33,7 @@ def _indices(value: str, flag: str) -> list[int] | None:
 
 
 def cmd_walkthrough(args: argparse.Namespace) -> int:
-    from lucidlm.inspect.walkthrough import walkthrough
+    from lucidlm.inspection.walkthrough import walkthrough
 
     model, tok = _load(args)
     if args.all_layers:
@@ -45,7 +45,7 @@ def cmd_walkthrough(args: argparse.Namespace) -> int:
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
-    from lucidlm.inspect.walkthrough import attention_heatmaps
+    from lucidlm.inspection.walkthrough import attention_heatmaps
 
     layers, heads = _indices(args.layers, "--layers"), _indices(args.heads, "--heads")
     model, tok = _load(args)
@@ -55,7 +55,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
 
 
 def cmd_logit_lens(args: argparse.Namespace) -> int:
-    from lucidlm.inspect.walkthrough import logit_lens
+    from lucidlm.inspection.walkthrough import logit_lens
 
     model, tok = _load(args)
     rows = logit_lens(model, tok, args.text, top=args.top)

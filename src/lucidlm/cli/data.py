@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from lucidlm.cli import positive_int
+from lucidlm.cli.args import positive_int
 
 
 def _fraction(value: str) -> float:

@@ -14,7 +14,7 @@ Every technique is a prompt builder (messages in, messages out: plain data) plus
 ``run_prompts``, that renders them with the model's chat template, generates in left-padded
 batches and extracts an answer from each completion. ``extract_answer`` and ``majority_vote`` are
 small pure functions. ``benchmarks/prompting.py`` measures all four on
-``lucidlm.prompting_tasks.word_problems``.
+``lucidlm.data.word_problems.word_problems``.
 """
 
 from __future__ import annotations

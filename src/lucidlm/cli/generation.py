@@ -8,7 +8,7 @@ import time
 
 
 def _load(args: argparse.Namespace):
-    from lucidlm.models.load import check_pretrained, load_model
+    from lucidlm.loading.load import check_pretrained, load_model
 
     check_pretrained(args.model, random_init=args.random_init)
     model, tokenizer = load_model(args.model)

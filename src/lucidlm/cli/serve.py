@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from lucidlm.cli import positive_int
-
-
-def _port(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        n = -1
-    if not 0 <= n <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port number 0..65535, got {value!r}")
-    return n
+from lucidlm.cli.args import port, positive_int
 
 
 def build_app(args: argparse.Namespace):
     """The app the command serves (separate from ``cmd_serve`` so a test can build it)."""
     from lucidlm.generate.chat import chat_template_from_option
     from lucidlm.generate.defaults import describe, model_sampling_defaults
-    from lucidlm.models.load import check_pretrained, load_model
+    from lucidlm.loading.load import check_pretrained, load_model
     from lucidlm.serve.app import create_app
 
     check_pretrained(args.model, random_init=getattr(args, "random_init", False))
@@ -35,7 +25,7 @@ def build_app(args: argparse.Namespace):
     model.eval().use_fast_decode()  # the C one-token decode path (models/decode_fast.py)
     embedder, embed_name = None, None
     if args.embed_model != "none":
-        from lucidlm.embed.sentence import load_embedder
+        from lucidlm.embeddings.sentence import load_embedder
 
         embed_name = args.embed_model
 
@@ -78,7 +68,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         raise ValueError(f"--host {args.host}: this server has no authentication, so it only listens on the "
                          "loopback interface (127.0.0.1, localhost or ::1); put a proxy in front to expose it")
-    from lucidlm.models.load import check_pretrained
+    from lucidlm.loading.load import check_pretrained
 
     check_pretrained(args.model, random_init=args.random_init)  # before taking the port
     sock = bind(args.host, args.port)
@@ -105,7 +95,7 @@ def register_cli(subparsers) -> None:
                    help="chat template for /v1/chat/completions: 'chatml' or a Jinja file (default: the model's)")
     p.add_argument("--served-name", default=None, help="the model's name in the API (default: --model)")
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default: %(default)s)")
-    p.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s)")
+    p.add_argument("--port", type=port, default=8000, help="port (default: %(default)s)")
     p.add_argument("--embed-model", default="all-minilm-l6-v2",
                    help="embedding model for /v1/embeddings, loaded on first use, or 'none' (default: %(default)s)")
     p.add_argument("--max-batch", type=positive_int, default=8, help="requests decoded together (default: %(default)s)")

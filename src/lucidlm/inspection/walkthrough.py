@@ -155,7 +155,7 @@ def token_labels(tokenizer, ids: list[int]) -> list[str]:
 def run_traced(model, tokenizer, text: str, keep: list[str] | None = None):
     """(ids, trace, output) of one forward pass over ``text``; the output is a decoder's logits
     (1, T, V) or an encoder's hidden states (1, T, C). ``keep``: see ``Trace``."""
-    from lucidlm.inspect.trace import Trace
+    from lucidlm.inspection.trace import Trace
 
     model_kind(model)
     ids = encode_text(tokenizer, text)

@@ -34,6 +34,7 @@ Tests: tests/test_derived_cache.py.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -42,7 +43,6 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from lucidlm import __version__
 from lucidlm.assets import cache_dir
 
 # Bump when a derived file's layout or meaning changes (what state_from_gguf or read_vocab return,
@@ -51,6 +51,18 @@ FORMAT_VERSION = 1
 SOURCE_FILE = "source.txt"
 
 log = logging.getLogger(__name__)
+
+
+@functools.lru_cache(maxsize=1)
+def _lucidlm_version() -> str:
+    """The installed lucidlm's version (read from its metadata: this layer sits below the package's
+    front door, ``lucidlm/__init__.py``, and does not import it)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lucidlm")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
 _warned: set[str] = set()
 
 
@@ -79,7 +91,7 @@ def source_key(source: str | os.PathLike) -> dict[str, int | str]:
     """
     path = Path(source).resolve()
     st = path.stat()
-    return {"format": FORMAT_VERSION, "lucidlm": __version__, "source": str(path),
+    return {"format": FORMAT_VERSION, "lucidlm": _lucidlm_version(), "source": str(path),
             "size": st.st_size, "mtime_ns": st.st_mtime_ns, "ctime_ns": st.st_ctime_ns}
 
 

@@ -6,7 +6,7 @@
 This is sentence-transformers' recipe for all-MiniLM-L6-v2 (Reimers & Gurevych 2019): mean pooling
 over the real tokens, then L2 normalisation, so a dot product of two embeddings is their cosine.
 
-    >>> from lucidlm.embed import embed
+    >>> from lucidlm.embeddings import embed
     >>> e = embed(["a cat sat on the mat", "the kitten sits on a rug"])   # (2, 384)
     >>> float(e[0] @ e[1])                                              # cosine similarity
 
@@ -134,7 +134,7 @@ def _load_cached(model: str, device: str | None) -> SentenceEmbedder:
     max_length = None
     st_config = path / "sentence_bert_config.json"  # a sentence-transformers directory says its length
     if st_config.is_file():
-        from lucidlm.tokenizers.jsonfile import read_json
+        from lucidlm.files.jsonfile import read_json
 
         max_length = read_json(st_config, "sentence_bert_config.json").get("max_seq_length")
     tokenizer = load_tokenizer(path / "tokenizer.json")
