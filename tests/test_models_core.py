@@ -398,3 +398,22 @@ def test_bert_matches_hugging_face():
         got = model(ids, attention_mask=mask, token_types=types)
     real = mask.bool()
     torch.testing.assert_close(got[real], ref[real], atol=1e-4, rtol=0)
+
+
+def test_out_of_vocabulary_id_is_named_on_the_cpu_and_queued_on_the_device(monkeypatch):
+    """On the CPU the error names the id; on an accelerator the check must not read a value back
+    (a host-device sync per step): it goes to torch._assert_async instead (recorded here)."""
+    from lucidlm.models import transformer
+
+    with pytest.raises(ValueError, match="token id 7 is outside the model's vocabulary \\(0..4\\)"):
+        transformer._check_ids(torch.tensor([[1, 7]]), 5)
+    queued = []
+    monkeypatch.setattr(torch, "_assert_async", lambda cond, msg: queued.append((bool(cond), msg)))
+
+    class OnDevice(torch.Tensor):  # a CPU tensor that says it lives on an accelerator
+        @property
+        def device(self):
+            return torch.device("cuda")
+
+    transformer._check_ids(torch.tensor([[1, 7]]).as_subclass(OnDevice), 5)
+    assert queued == [(False, "a token id is outside the model's vocabulary (0..4)")]

@@ -84,9 +84,21 @@ def _check_ids_shape(ids: torch.Tensor) -> None:
 
 
 def _check_ids(ids: torch.Tensor, vocab_size: int) -> None:
+    """An id outside the vocabulary would index past the embedding table. On the CPU the check
+    reads the smallest and largest id and names the bad one (a few microseconds). On an accelerator,
+    reading a value back makes the host wait for the device at every step, so there the check is
+    queued on the device (``_assert_async``): the run still stops, with the same message, at the
+    next point where the host waits anyway, without a stall per step."""
     _check_ids_shape(ids)
-    if ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab_size):
-        bad = int(ids.max()) if int(ids.max()) >= vocab_size else int(ids.min())
+    if not ids.numel():
+        return
+    if ids.device.type != "cpu":
+        torch._assert_async(((ids >= 0) & (ids < vocab_size)).all(),
+                            f"a token id is outside the model's vocabulary (0..{vocab_size - 1})")
+        return
+    lo, hi = int(ids.min()), int(ids.max())
+    if lo < 0 or hi >= vocab_size:
+        bad = hi if hi >= vocab_size else lo
         raise ValueError(f"token id {bad} is outside the model's vocabulary (0..{vocab_size - 1})")
 
 
