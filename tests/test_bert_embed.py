@@ -25,7 +25,8 @@ from lucidlm.embeddings.search import (  # noqa: E402
     search,
     search_file,
 )
-from lucidlm.loading.bert import config_from_hf, convert_state_dict, load_bert  # noqa: E402
+from lucidlm.loading.bert import config_from_hf, load_bert  # noqa: E402
+from lucidlm.loading.hf import HF_FAMILIES, state_from_hf  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 CORPUS = DATA / "minilm_corpus.txt"
@@ -117,9 +118,9 @@ def test_bad_checkpoints_name_the_tensor(tmp_path):
     cfg = config_from_hf(json.loads((path / "config.json").read_text()))
     missing = {k: v for k, v in tensors.items() if k != "encoder.layer.1.attention.self.key.bias"}
     with pytest.raises(ValueError, match=r"encoder\.layer\.1\.attention\.self\.key\.bias"):
-        convert_state_dict(missing, cfg)
-    with pytest.raises(ValueError, match=r"layers \['1'\] beyond"):
-        convert_state_dict(tensors, cfg.replace(n_layer=1))
+        state_from_hf(missing, cfg, HF_FAMILIES["bert"])
+    with pytest.raises(ValueError, match=r"unexpected tensors \['encoder\.layer\.1\."):
+        state_from_hf(tensors, cfg.replace(n_layer=1), HF_FAMILIES["bert"])
     bad = dict(tensors, **{"encoder.layer.0.intermediate.dense.weight": torch.zeros(36, 32)})
     save_file(bad, path / "model.safetensors")
     with pytest.raises(ValueError, match=r"layers\.0\.mlp\.fc\.weight"):

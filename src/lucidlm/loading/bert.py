@@ -1,25 +1,16 @@
-"""Hugging Face BERT checkpoints (``BertModel`` safetensors + ``config.json``) -> lucidlm ``Encoder``.
+"""Hugging Face BERT checkpoints (``BertModel`` safetensors + ``config.json``) <-> lucidlm ``Encoder``.
 
 BERT is a post-norm encoder (Devlin et al. 2018): learned positions and token types added to the
 token embeddings, a LayerNorm on that sum, then blocks of  x = norm(x + attn(x)); x = norm(x + mlp(x)).
-Nothing here is BERT-specific code: the config becomes a ``ModelConfig`` and the tensors are renamed.
+Nothing here is BERT-specific model code: the config becomes a ``ModelConfig`` and the tensors are
+renamed by the table in ``rules`` (read both ways by ``loading/hf.py``, where BERT is one of the
+``HF_FAMILIES``).
 
-Names, Hugging Face -> lucidlm (L = layer index):
-
-    embeddings.word_embeddings                  embed.tokens
-    embeddings.position_embeddings              embed.positions
-    embeddings.token_type_embeddings            embed.token_types
-    embeddings.LayerNorm                        embed.norm
-    encoder.layer.L.attention.self.{query,key,value}   layers.L.attn.qkv   (stacked q; k; v on dim 0)
-    encoder.layer.L.attention.output.dense      layers.L.attn.proj
-    encoder.layer.L.attention.output.LayerNorm  layers.L.norm_attn
-    encoder.layer.L.intermediate.dense          layers.L.mlp.fc
-    encoder.layer.L.output.dense                layers.L.mlp.proj
-    encoder.layer.L.output.LayerNorm            layers.L.norm_mlp
-
-Hugging Face ``nn.Linear`` weights are (out, in) like ours, so nothing is transposed. Task heads
-(``pooler.*``, ``cls.*``, ``classifier.*``, ...) and the ``position_ids`` buffer are not part of the
-encoder and are skipped; a head model's ``bert.`` prefix is stripped. Weights are read from
+Hugging Face ``nn.Linear`` weights are (out, in) like ours, so nothing is transposed; q, k and v
+are stacked into our fused qkv. Task heads (``pooler.*``, ``cls.*``, ``classifier.*``, ...) and the
+``position_ids`` buffer are not part of the encoder and are skipped on load; a head model's
+``bert.`` prefix is stripped. Export writes a plain ``BertModel`` (no pooler: transformers
+initialises one and warns, which does not touch ``last_hidden_state``). Weights are read from
 safetensors only (never a pickle).
 """
 
@@ -30,29 +21,41 @@ from pathlib import Path
 
 import torch
 
-from lucidlm.loading.checkpoint import read_safetensors
-from lucidlm.loading.hf import read_hf_weights
+from lucidlm.loading.checkpoint import load_state_checked, read_safetensors
+from lucidlm.loading.names import Rule
 from lucidlm.models.config import ModelConfig
-from lucidlm.models.transformer import Encoder
+from lucidlm.models.transformer import Encoder, build_model
 
 # HF hidden_act -> our activation name
 _ACTIVATIONS = {"gelu": "gelu", "gelu_new": "gelu_tanh", "gelu_pytorch_tanh": "gelu_tanh", "relu": "relu",
                 "silu": "silu", "swish": "silu"}
-_EMBEDDINGS = {
-    "embeddings.word_embeddings.weight": "embed.tokens.weight",
-    "embeddings.position_embeddings.weight": "embed.positions.weight",
-    "embeddings.token_type_embeddings.weight": "embed.token_types.weight",
-    "embeddings.LayerNorm.weight": "embed.norm.weight",
-    "embeddings.LayerNorm.bias": "embed.norm.bias",
-}
-_LAYER = {  # inside encoder.layer.L. -> inside layers.L.  (q/k/v are fused separately)
-    "attention.output.dense": "attn.proj",
-    "attention.output.LayerNorm": "norm_attn",
-    "intermediate.dense": "mlp.fc",
-    "output.dense": "mlp.proj",
-    "output.LayerNorm": "norm_mlp",
-}
-_QKV = ("query", "key", "value")  # the order our fused qkv stacks them in
+_ACTIVATIONS_TO_HF = {"gelu": "gelu", "gelu_tanh": "gelu_new", "relu": "relu", "silu": "silu"}
+
+# HF names (after the optional "bert." prefix) that are not part of lucidlm's Encoder
+IGNORED_PREFIXES = ("embeddings.position_ids", "pooler.", "cls.", "classifier.", "qa_outputs.")
+
+
+def rules(cfg: ModelConfig) -> tuple[list[Rule], list[Rule]]:
+    """(global rules, per-layer rules): lucidlm name <- HF ``BertModel`` name(s)."""
+    top = [Rule("embed.tokens.weight", ("embeddings.word_embeddings.weight",)),
+           Rule("embed.positions.weight", ("embeddings.position_embeddings.weight",)),
+           Rule("embed.norm.weight", ("embeddings.LayerNorm.weight",)),
+           Rule("embed.norm.bias", ("embeddings.LayerNorm.bias",))]
+    if cfg.type_vocab_size:  # segment embeddings (sentence A / B)
+        top.append(Rule("embed.token_types.weight", ("embeddings.token_type_embeddings.weight",)))
+    layer = []
+    for p in ("weight", "bias"):
+        layer += [
+            # (3C, C) / (3C,): the rows of q, then k, then v, the split Attention.forward expects
+            Rule(f"layers.{{i}}.attn.qkv.{p}",
+                 tuple(f"encoder.layer.{{i}}.attention.self.{x}.{p}" for x in ("query", "key", "value"))),
+            Rule(f"layers.{{i}}.attn.proj.{p}", (f"encoder.layer.{{i}}.attention.output.dense.{p}",)),
+            Rule(f"layers.{{i}}.norm_attn.{p}", (f"encoder.layer.{{i}}.attention.output.LayerNorm.{p}",)),
+            Rule(f"layers.{{i}}.mlp.fc.{p}", (f"encoder.layer.{{i}}.intermediate.dense.{p}",)),
+            Rule(f"layers.{{i}}.mlp.proj.{p}", (f"encoder.layer.{{i}}.output.dense.{p}",)),
+            Rule(f"layers.{{i}}.norm_mlp.{p}", (f"encoder.layer.{{i}}.output.LayerNorm.{p}",)),
+        ]
+    return top, layer
 
 
 def config_from_hf(hf: dict, name: str = "") -> ModelConfig:
@@ -79,33 +82,29 @@ def config_from_hf(hf: dict, name: str = "") -> ModelConfig:
         raise ValueError(f"BERT config.json lacks the key {exc.args[0]!r}") from None
 
 
-def convert_state_dict(hf_tensors: dict[str, torch.Tensor], cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """HF BERT tensor names -> our ``Encoder``'s state dict (q/k/v fused). Missing tensors raise,
-    naming the HF tensor; shapes are checked when the result is loaded (``load_state_dict``)."""
-    prefixed = any(k.startswith("bert.") for k in hf_tensors)
-    src = {k.removeprefix("bert."): v for k, v in hf_tensors.items() if k.startswith("bert.") or not prefixed}
-
-    def take(key: str) -> torch.Tensor:
-        if key not in src:
-            raise ValueError(f"checkpoint has no tensor {('bert.' if prefixed else '') + key!r} "
-                             f"(needed for a {cfg.n_layer}-layer BERT)")
-        return src[key]
-
-    out = {ours: take(theirs) for theirs, ours in _EMBEDDINGS.items()
-           if cfg.type_vocab_size or "token_type" not in theirs}
-    for i in range(cfg.n_layer):
-        hf, us = f"encoder.layer.{i}.", f"layers.{i}."
-        for part in ("weight", "bias"):
-            # (3C, C) / (3C,): the rows of q, then k, then v, the split Attention.forward expects
-            qkv = [take(f"{hf}attention.self.{p}.{part}") for p in _QKV]
-            out[f"{us}attn.qkv.{part}"] = torch.cat(qkv, dim=0)
-            for theirs, ours in _LAYER.items():
-                out[f"{us}{ours}.{part}"] = take(f"{hf}{theirs}.{part}")
-    layers = {k.split(".")[2] for k in src if k.startswith("encoder.layer.")}
-    extra = sorted(layers - {str(i) for i in range(cfg.n_layer)})
-    if extra:
-        raise ValueError(f"checkpoint has encoder layers {extra} beyond the config's n_layer={cfg.n_layer}")
-    return out
+def config_to_hf(cfg: ModelConfig) -> dict:
+    """``ModelConfig`` -> a Hugging Face BERT ``config.json`` (as a dict) for ``BertModel``."""
+    need = dict(arch="encoder", positions="learned", norm="layernorm", norm_placement="post", final_norm=False,
+                embed_norm=True, mlp="mlp", bias=True, norm_bias=True, embedding_scale=False)
+    for key, value in need.items():
+        if getattr(cfg, key) != value:
+            raise ValueError(f"cannot export as Hugging Face BERT: it needs {key}={value!r}, "
+                             f"the model has {getattr(cfg, key)!r}")
+    if cfg.kv_heads != cfg.n_head:
+        raise ValueError("BERT has no grouped-query attention (n_kv_head must equal n_head)")
+    if cfg.activation not in _ACTIVATIONS_TO_HF:
+        raise ValueError(f"BERT export: activation {cfg.activation!r} has no HF BERT equivalent")
+    if cfg.type_vocab_size < 1:
+        raise ValueError("BERT export needs type_vocab_size >= 1 (BertModel always has token type embeddings)")
+    return {
+        "architectures": ["BertModel"], "model_type": "bert", "vocab_size": cfg.vocab_size,
+        "hidden_size": cfg.n_embd, "num_hidden_layers": cfg.n_layer, "num_attention_heads": cfg.n_head,
+        "intermediate_size": cfg.hidden_size, "hidden_act": _ACTIVATIONS_TO_HF[cfg.activation],
+        "hidden_dropout_prob": cfg.dropout, "attention_probs_dropout_prob": cfg.dropout,
+        "max_position_embeddings": cfg.max_seq_len, "type_vocab_size": cfg.type_vocab_size,
+        "initializer_range": 0.02, "layer_norm_eps": cfg.norm_eps, "position_embedding_type": "absolute",
+        "pad_token_id": cfg.pad_token_id if cfg.pad_token_id is not None else 0, "dtype": "float32",
+    }
 
 
 def load_bert(
@@ -121,6 +120,8 @@ def load_bert(
     ``ModelConfig``, an HF config dict, or the path of its ``config.json`` (default: the
     ``config.json`` beside the weights).
     """
+    from lucidlm.loading.hf import HF_FAMILIES, read_hf_weights, state_from_hf  # hf.py imports this module
+
     path = Path(path).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"no BERT checkpoint at {path}")
@@ -135,14 +136,20 @@ def load_bert(
             if not isinstance(config, dict):
                 raise ValueError(f"the BERT config beside {weights} is not a JSON object")
         config = config_from_hf(config, name=weights.parent.name)
-    model = Encoder(config)
+    model = build_model(config, init=False)  # placeholders: every weight is loaded next
     # the shared readers: sharded checkpoints, and a clear refusal of pickled pytorch_model.bin
     hf_tensors = read_hf_weights(path) if path.is_dir() else read_safetensors(path)[0]
-    state = convert_state_dict(hf_tensors, config)
-    expected = model.state_dict()
-    for key, tensor in state.items():
-        if tensor.shape != expected[key].shape:
-            raise ValueError(f"tensor {key!r} has shape {tuple(tensor.shape)} but the config needs "
-                             f"{tuple(expected[key].shape)}")
-    model.load_state_dict(state, strict=True)
+    state = state_from_hf(hf_tensors, config, HF_FAMILIES["bert"], source=str(path))
+    load_state_checked(model, state, source=str(path))
     return model.to(device).eval() if device is not None else model.eval()
+
+
+def save_bert(model: Encoder, directory: str | os.PathLike, tokenizer=None, *, overwrite: bool = True) -> Path:
+    """Write an ``Encoder`` as a Hugging Face BERT directory (config.json + model.safetensors
+    [+ tokenizer.json]) that ``transformers.BertModel.from_pretrained(directory)`` opens."""
+    from lucidlm.loading.hf import save_hf
+
+    cfg = getattr(getattr(model, "_orig_mod", model), "cfg", None)
+    if cfg is None or cfg.arch != "encoder":
+        raise ValueError("save_bert writes encoders (arch='encoder'); use save_hf for GPT-2 and Llama")
+    return save_hf(model, directory, tokenizer, overwrite=overwrite)

@@ -7,7 +7,8 @@ blocks (Q4_1: 32 weights share one fp16 scale and one fp16 minimum, 4 bits each)
 any other with the ``gguf`` package (maintained with llama.cpp).
 
 Three things differ from a Hugging Face Llama checkpoint:
-1. Names: ``blk.{i}.attn_q.weight`` for ``model.layers.{i}.self_attn.q_proj.weight`` (table below).
+1. Names: ``blk.{i}.attn_q.weight`` for ``model.layers.{i}.self_attn.q_proj.weight`` (``rules``
+   below, in the style of every weight-name table: ``loading/names.py``).
 2. Shapes are listed innermost-first (``[576, 1536]`` for a (1536, 576) matrix); the reader's
    numpy arrays are already (rows, columns) like ``nn.Linear.weight``.
 3. The q and k rows are permuted. llama.cpp's RoPE rotates *adjacent* channel pairs (0,1),
@@ -31,28 +32,32 @@ import torch
 
 from lucidlm.files import derived_cache
 from lucidlm.files.gguf import GGUFFile, GGUFTensor, open_gguf
+from lucidlm.loading.names import Rule, expand, part_sizes
 from lucidlm.loading.weights_cache import load_cached_weights, save_cached_weights
 from lucidlm.models.config import ModelConfig
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 
-# GGUF name -> lucidlm name; "{i}" is the layer index. Fused lucidlm tensors list their parts in
-# the order they are stacked (q, k, v; gate, up).
-GLOBAL_NAMES = {
-    "token_embd.weight": "embed.tokens.weight",
-    "output_norm.weight": "norm.weight",
-    "output.weight": "lm_head.weight",  # absent when the head is tied to the embedding
-}
-LAYER_NAMES = {
-    "attn_norm.weight": "norm_attn.weight",
-    "attn_output.weight": "attn.proj.weight",
-    "ffn_norm.weight": "norm_mlp.weight",
-    "ffn_down.weight": "mlp.proj.weight",
-}
-LAYER_FUSED = {
-    "attn.qkv.weight": ("attn_q.weight", "attn_k.weight", "attn_v.weight"),
-    "mlp.gate_up.weight": ("ffn_gate.weight", "ffn_up.weight"),
-}
+
+def rules(cfg: ModelConfig) -> tuple[list[Rule], list[Rule]]:
+    """(global rules, per-layer rules): lucidlm name <- llama.cpp GGUF name(s), parts stacked in
+    the order listed (q, k, v; gate, up). The q and k rows are also un-permuted (``ROPE_PERMUTED``)."""
+    top = [Rule("embed.tokens.weight", ("token_embd.weight",)), Rule("norm.weight", ("output_norm.weight",))]
+    if not cfg.tie_embeddings:
+        top.append(Rule("lm_head.weight", ("output.weight",)))  # absent when the head is tied
+    layer = [
+        Rule("layers.{i}.norm_attn.weight", ("blk.{i}.attn_norm.weight",)),
+        Rule("layers.{i}.attn.qkv.weight", tuple(f"blk.{{i}}.attn_{x}.weight" for x in "qkv")),
+        Rule("layers.{i}.attn.proj.weight", ("blk.{i}.attn_output.weight",)),
+        Rule("layers.{i}.norm_mlp.weight", ("blk.{i}.ffn_norm.weight",)),
+        Rule("layers.{i}.mlp.gate_up.weight", ("blk.{i}.ffn_gate.weight", "blk.{i}.ffn_up.weight")),
+        Rule("layers.{i}.mlp.proj.weight", ("blk.{i}.ffn_down.weight",)),
+    ]
+    return top, layer
+
+
+# GGUF names whose rows llama.cpp permuted for its RoPE -> how many heads those rows belong to
+ROPE_PERMUTED = {"attn_q.weight": lambda cfg: cfg.n_head, "attn_k.weight": lambda cfg: cfg.kv_heads}
 
 
 def permute_qk(w: torch.Tensor, n_head: int) -> torch.Tensor:
@@ -216,33 +221,32 @@ def _rows(shape: tuple[int, ...]) -> int:
 def state_from_gguf(gf: GGUFFile, cfg: ModelConfig) -> dict[str, torch.Tensor]:
     """The lucidlm state dict of a Llama GGUF file: dequantised, renamed, q/k un-permuted, fused."""
     by_name = gf.tensors
-    unknown = [n for n in by_name if n not in GLOBAL_NAMES and not _is_layer_tensor(n)]
+    mappings = expand(*rules(cfg), cfg.n_layer)
+    known = {name for m in mappings for name in m.theirs}
+    unknown = [n for n in by_name if n not in known]
     if unknown:
         raise ValueError(f"GGUF tensors lucidlm does not know how to load: {unknown[:8]} "
-                         "(rope_freqs, biases and MoE experts are not supported)")
+                         "(rope_freqs, biases, MoE experts and layers beyond block_count are not supported)")
 
     def load(name: str, out: torch.Tensor | None = None) -> torch.Tensor:
-        return dequantize(gf, _get(by_name, name), out)
-
-    C, kv, H = cfg.n_embd, cfg.kv_heads * cfg.head_size, cfg.hidden_size
+        """One GGUF tensor, dequantised (into ``out`` when given) and un-permuted if it is q or k."""
+        permuted = ROPE_PERMUTED.get(name.split(".", 2)[-1])
+        if permuted is None:
+            return dequantize(gf, _get(by_name, name), out)
+        w = unpermute_qk(dequantize(gf, _get(by_name, name), None if out is None else torch.empty_like(out)),
+                         permuted(cfg))  # dequantised into scratch: still permuted
+        return w if out is None else out.copy_(w)
 
     state: dict[str, torch.Tensor] = {}
-    for gguf_name, ours in GLOBAL_NAMES.items():
-        if gguf_name in by_name:
-            state[ours] = load(gguf_name)
-    for i in range(cfg.n_layer):
-        for suffix, ours in LAYER_NAMES.items():
-            state[f"layers.{i}.{ours}"] = load(f"blk.{i}.{suffix}")
-        # Fused matrices are allocated once and each part dequantised into its rows (no torch.cat copy).
-        qkv = state[f"layers.{i}.attn.qkv.weight"] = torch.empty(C + 2 * kv, C)  # (C + 2 * nkv * hs, C)
-        q, k, v = qkv.split([C, kv, kv])
-        q_name, k_name, v_name = (f"blk.{i}.{s}" for s in LAYER_FUSED["attn.qkv.weight"])
-        q.copy_(unpermute_qk(load(q_name, torch.empty_like(q)), cfg.n_head))  # scratch: still permuted
-        k.copy_(unpermute_qk(load(k_name, torch.empty_like(k)), cfg.kv_heads))
-        load(v_name, v)
-        gate_up = state[f"layers.{i}.mlp.gate_up.weight"] = torch.empty(2 * H, C)  # (2 * hidden, C)
-        for name, part in zip(LAYER_FUSED["mlp.gate_up.weight"], gate_up.split([H, H]), strict=True):
-            load(f"blk.{i}.{name}", part)
+    for m in mappings:
+        if len(m.theirs) == 1:
+            state[m.ours] = load(m.theirs[0])
+            continue
+        # A fused matrix is allocated once and each part dequantised into its rows (no torch.cat copy).
+        sizes = part_sizes(m.ours, cfg)
+        fused = state[m.ours] = torch.empty(sum(sizes), cfg.n_embd)  # (C + 2 * nkv * hs, C) or (2 * hidden, C)
+        for name, rows in zip(m.theirs, fused.split(sizes), strict=True):
+            load(name, rows)
     return state
 
 
@@ -258,12 +262,6 @@ def state_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
                    f"layers.{i}.norm_mlp.weight": (C,), f"layers.{i}.mlp.proj.weight": (C, H),
                    f"layers.{i}.attn.qkv.weight": (C + 2 * kv, C), f"layers.{i}.mlp.gate_up.weight": (2 * H, C)}
     return shapes
-
-
-def _is_layer_tensor(name: str) -> bool:
-    parts = name.split(".", 2)
-    known = set(LAYER_NAMES) | {s for group in LAYER_FUSED.values() for s in group}
-    return len(parts) == 3 and parts[0] == "blk" and parts[1].isdigit() and parts[2] in known
 
 
 def _get(by_name, name: str) -> GGUFTensor:

@@ -1,17 +1,19 @@
-"""Hugging Face checkpoints (config.json + model.safetensors) for GPT-2 and Llama, both ways.
+"""Hugging Face checkpoints (config.json + model.safetensors) for GPT-2, Llama and BERT, both ways.
 
-A family is a config translation plus a table of name rules. Each rule says which HF tensors
-make one lucidlm tensor:
+A family is a config translation plus a table of name rules (``loading/names.py``). Each rule
+says which HF tensors make one lucidlm tensor:
 
     lucidlm                      Hugging Face (per layer i)                         how
     layers.i.attn.qkv.weight     h.i.attn.c_attn.weight                  (GPT-2)    transpose
     layers.i.attn.qkv.weight     layers.i.self_attn.{q,k,v}_proj.weight  (Llama)    stack rows
     layers.i.mlp.gate_up.weight  layers.i.mlp.{gate,up}_proj.weight      (Llama)    stack rows
+    layers.i.attn.qkv.weight     encoder.layer.i.attention.self.{query,key,value}.weight  (BERT)
 
 GPT-2's original code uses ``Conv1D`` layers, which keep weights as (in, out), the transpose of
 ``nn.Linear``'s (out, in): hence the transposes. lucidlm fuses q/k/v (and gate/up) into one
 matrix so one matmul computes them; stacking along the output dimension is exactly that fusion,
-and splitting it back undoes it on export. Everything else is a rename.
+and splitting it back undoes it on export. Everything else is a rename. BERT's table and config
+translation live in ``loading/bert.py``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lucidlm.loading import bert
 from lucidlm.loading.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -35,19 +38,8 @@ from lucidlm.loading.checkpoint import (
     save_tokenizer,
     write_safetensors,
 )
+from lucidlm.loading.names import Rule, expand, gather, scatter
 from lucidlm.models.config import ModelConfig
-
-
-@dataclass(frozen=True)
-class Rule:
-    """lucidlm tensor ``ours`` = the HF tensors ``theirs`` (transposed if ``transpose``), stacked
-    along dim 0. Names may hold ``{i}``, the layer index; HF names are relative to the family's
-    prefix (``transformer.``, ``model.``) unless they start with "/" (``/lm_head.weight``)."""
-
-    ours: str
-    theirs: tuple[str, ...]
-    transpose: bool = False
-
 
 # Tensors HF files may hold that are not weights: GPT-2's causal-mask buffers, old rotary caches.
 IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", ".rotary_emb.inv_freq")
@@ -182,16 +174,22 @@ def llama_config_to_hf(cfg: ModelConfig) -> dict:
 @dataclass(frozen=True)
 class Family:
     model_type: str  # HF config.json "model_type"
-    prefix: str  # HF prefix of the transformer body ("transformer." in GPT2LMHeadModel)
+    prefix: str  # HF prefix of the transformer body in a model with a head ("transformer." in GPT2LMHeadModel)
     config_from_hf: Callable[[dict], ModelConfig]
     config_to_hf: Callable[[ModelConfig], dict]
     rules: Callable[[ModelConfig], tuple[list[Rule], list[Rule]]]  # (global rules, per-layer rules)
+    export_prefix: str  # the prefix save_hf writes: that of the class named in config_to_hf's "architectures"
+    ignored: tuple[str, ...] = ()  # HF names (after the prefix) that start so are not lucidlm weights
 
 
-# model_type -> Family. Another family (BERT, say) plugs in by adding an entry.
+# model_type -> Family. Another family plugs in by adding an entry.
 HF_FAMILIES: dict[str, Family] = {
-    "gpt2": Family("gpt2", "transformer.", gpt2_config_from_hf, gpt2_config_to_hf, _gpt2_rules),
-    "llama": Family("llama", "model.", llama_config_from_hf, llama_config_to_hf, _llama_rules),
+    "gpt2": Family("gpt2", "transformer.", gpt2_config_from_hf, gpt2_config_to_hf, _gpt2_rules, "transformer."),
+    "llama": Family("llama", "model.", llama_config_from_hf, llama_config_to_hf, _llama_rules, "model."),
+    # BertModel files have no prefix, task models (BertForMaskedLM, ...) put the encoder under "bert.";
+    # the pooler and the task heads are not part of lucidlm's Encoder and are skipped.
+    "bert": Family("bert", "bert.", bert.config_from_hf, bert.config_to_hf, bert.rules, "",
+                   ignored=bert.IGNORED_PREFIXES),
 }
 
 
@@ -204,26 +202,15 @@ def family_for_hf(hf_config: dict) -> Family:
 
 
 def family_for_config(cfg: ModelConfig) -> Family:
-    """GPT-2 or Llama, recognised by the config's shape (learned positions vs RoPE)."""
+    """GPT-2, Llama or BERT, recognised by the config's shape (learned positions vs RoPE; encoder)."""
     if cfg.arch == "decoder" and cfg.positions == "learned":
         return HF_FAMILIES["gpt2"]
     if cfg.arch == "decoder" and cfg.positions == "rope":
         return HF_FAMILIES["llama"]
+    if cfg.arch == "encoder":
+        return HF_FAMILIES["bert"]
     raise ValueError(f"no Hugging Face export for arch={cfg.arch!r}, positions={cfg.positions!r}; "
-                     "lucidlm exports GPT-2 (learned positions) and Llama (RoPE) decoders")
-
-
-def _expand(family: Family, cfg: ModelConfig, hf_prefix: str) -> list[tuple[str, list[str], bool]]:
-    """Every (our name, their names, transpose) for this config, with layer indices filled in."""
-    top, layer = family.rules(cfg)
-    rules = [(r, None) for r in top] + [(r, i) for i in range(cfg.n_layer) for r in layer]
-    out = []
-    for r, i in rules:
-        theirs = [t[1:] if t.startswith("/") else hf_prefix + t for t in r.theirs]
-        if i is not None:
-            theirs = [t.format(i=i) for t in theirs]
-        out.append((r.ours.format(i=i) if i is not None else r.ours, theirs, r.transpose))
-    return out
+                     "lucidlm exports GPT-2 (learned positions) and Llama (RoPE) decoders and BERT encoders")
 
 
 def state_from_hf(hf_state: dict[str, torch.Tensor], cfg: ModelConfig, family: Family,
@@ -231,23 +218,11 @@ def state_from_hf(hf_state: dict[str, torch.Tensor], cfg: ModelConfig, family: F
     """lucidlm state dict from HF tensors. Missing or left-over HF tensors raise a ValueError
     naming them (the shapes are checked by ``load_state_checked``)."""
     prefix = family.prefix if any(k.startswith(family.prefix) for k in hf_state) else ""
-    used: set[str] = set()
-    state, missing = {}, []
-    for ours, theirs, transpose in _expand(family, cfg, prefix):
-        absent = [t for t in theirs if t not in hf_state]
-        if absent:
-            missing += absent
-            continue
-        parts = [hf_state[t].t() if transpose else hf_state[t] for t in theirs]
-        try:
-            state[ours] = parts[0] if len(parts) == 1 else torch.cat(parts, dim=0)
-        except RuntimeError:
-            shapes = {t: tuple(hf_state[t].shape) for t in theirs}
-            raise ValueError(f"{source}: cannot stack {shapes} into {ours!r}: their shapes disagree") from None
-        used.update(theirs)
+    state, missing, used = gather(hf_state, expand(*family.rules(cfg), cfg.n_layer, prefix), source)
     if cfg.tie_embeddings:
         used.add("lm_head.weight")  # a tied head may be stored too; it is the embedding
-    left = [k for k in hf_state if k not in used and not k.endswith(IGNORED_SUFFIXES)]
+    left = [k for k in hf_state if k not in used and not k.endswith(IGNORED_SUFFIXES)
+            and not k.removeprefix(prefix).startswith(family.ignored)]
     if missing or left:
         msg = [f"missing tensors {missing[:8]}" if missing else "", f"unexpected tensors {left[:8]}" if left else ""]
         raise ValueError(f"{source} does not match its {family.model_type} config: " + "; ".join(m for m in msg if m))
@@ -255,19 +230,8 @@ def state_from_hf(hf_state: dict[str, torch.Tensor], cfg: ModelConfig, family: F
 
 
 def state_to_hf(state: dict[str, torch.Tensor], cfg: ModelConfig, family: Family) -> dict[str, torch.Tensor]:
-    """HF tensors (with the full-model prefix) from a lucidlm state dict: the rules backwards."""
-    C, kv, H = cfg.n_embd, cfg.kv_heads * cfg.head_size, cfg.hidden_size
-    sizes = {"attn.qkv": [C, kv, kv], "mlp.gate_up": [H, H]}
-    out = {}
-    for ours, theirs, transpose in _expand(family, cfg, family.prefix):
-        t = state[ours]
-        if len(theirs) > 1:
-            parts = t.split(next(s for key, s in sizes.items() if f".{key}." in ours), dim=0)
-        else:
-            parts = (t,)
-        for name, part in zip(theirs, parts, strict=True):
-            out[name] = (part.t() if transpose else part).contiguous()
-    return out
+    """HF tensors (named as ``family.export_prefix`` says) from a lucidlm state dict: the rules backwards."""
+    return scatter(state, expand(*family.rules(cfg), cfg.n_layer, family.export_prefix), cfg)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,7 +267,7 @@ def read_hf_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
 
 def load_hf(path: str | os.PathLike) -> nn.Module:
-    """A lucidlm model (eval mode) from a Hugging Face GPT-2 or Llama directory."""
+    """A lucidlm model (eval mode) from a Hugging Face GPT-2, Llama or BERT directory."""
     from lucidlm.models.transformer import build_model
 
     path = Path(path)
@@ -319,7 +283,8 @@ def load_hf(path: str | os.PathLike) -> nn.Module:
 
 def save_hf(model: nn.Module, path: str | os.PathLike, tokenizer=None, *, overwrite: bool = True) -> Path:
     """Write ``model`` as a Hugging Face directory (config.json + model.safetensors [+ tokenizer])
-    that ``transformers`` opens with ``AutoModelForCausalLM.from_pretrained(path)``."""
+    that ``transformers`` opens with ``AutoModelForCausalLM.from_pretrained(path)`` (a decoder) or
+    ``AutoModel.from_pretrained(path)`` (a BERT encoder, as a ``BertModel``)."""
     model = getattr(model, "_orig_mod", model)
     cfg = model.cfg
     family = family_for_config(cfg)
