@@ -210,3 +210,38 @@ def test_threaded_engine_cancel_timeout_and_context_check():
         assert isinstance(events[-1], ErrorEvent) and events[-1].kind == "timeout"
         with pytest.raises(ValueError, match="context window"):
             engine.submit(request("abc", 126), print)
+
+
+@pytest.mark.parametrize("stop", [("w ",), ()], ids=["stop-string", "length"])
+def test_engine_events_equal_the_library_generate(stop):
+    """The engine and ``lucidlm.generate`` run the same ``SequenceState``: the same ids, text,
+    finish reason and log probabilities for a request alone."""
+    from lucidlm.generate import generate
+
+    model = tiny_model("llama")
+    params = SamplingParams(temperature=0.8, top_k=20, seed=3)
+    lib = generate(model, TOK, TOK.encode("Hello there"), max_tokens=20, params=params, stop=stop, logprobs=2,
+                   ignore_eos=True)
+    sink = Collector()
+    engine = Engine(model, TOK)
+    engine.submit(request("Hello there", 20, params=params, stop=stop, logprobs=2), sink)
+    while not sink.done:
+        engine.step()
+    assert sink.ids == list(lib.token_ids) and sink.text == lib.text
+    assert sink.events[-1].finish_reason == lib.finish_reason == ("stop" if stop else "length")
+    tokens = [e for e in sink.events if isinstance(e, TokenEvent)]
+    assert [e.logprob for e in tokens] == pytest.approx([lp.logprob for lp in lib.logprobs], abs=1e-4)
+    assert [[t for t, _ in e.top_logprobs] for e in tokens] == [[t.token_id for t in lp.top] for lp in lib.logprobs]
+
+
+def test_kv_cache_over_preallocated_slots_writes_in_place():
+    """``KVCache.from_tensors``: a cache over views of a larger store (the engine's slots)."""
+    from lucidlm.nn.attention import KVCache
+
+    store_k, store_v = torch.zeros(4, 2, 8, 3), torch.zeros(4, 2, 8, 3)  # (slots, nkv, capacity, hs)
+    cache = KVCache.from_tensors([store_k[1:3]], [store_v[1:3]], length=2)
+    assert cache.length == 2 and cache.max_len == 8
+    k, v = cache.layers[0].append(torch.ones(2, 2, 1, 3), torch.full((2, 2, 1, 3), 2.0))
+    assert k.shape == (2, 2, 3, 3) and cache.length == 3
+    assert bool((store_k[1:3, :, 2] == 1).all()) and bool((store_v[1:3, :, 2] == 2).all())
+    assert float(store_k[0].abs().sum() + store_k[3].abs().sum()) == 0.0  # other slots untouched

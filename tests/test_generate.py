@@ -338,3 +338,27 @@ def test_smollm2_greedy_matches_transformers_generate(smollm2):
         with torch.no_grad():
             theirs = hf.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, min_new_tokens=8)
         assert list(ours.token_ids) == theirs[0, len(ids):].tolist()
+
+
+def test_sequence_state_stops_and_releases_held_text(tok):
+    """``SequenceState`` alone (no model): held-back text comes out with the last event, a stop
+    id adds no text, and the length limit ends the sequence."""
+    from lucidlm.generate.sequence import SequenceOptions, SequenceState
+
+    greedy = SamplingParams(temperature=0.0)
+    hello, world = tok.encode("Hello")[0], tok.encode(" world")[0]
+
+    def logits_for(token: int) -> torch.Tensor:
+        x = torch.zeros(tok.vocab_size)
+        x[token] = 10.0
+        return x
+
+    seq = SequenceState([1], tok, SequenceOptions(max_tokens=2, params=greedy, stop=(" world!",)))
+    first = seq.step(logits_for(hello))
+    last = seq.step(logits_for(world))  # " world" might still grow into the stop string: held back
+    assert (first.text, first.finish_reason) == ("Hello", None)
+    assert (last.text, last.finish_reason, seq.tail) == (" world", "length", " world")
+    seq = SequenceState([1], tok, SequenceOptions(max_tokens=5, params=greedy, stop_ids=frozenset({world})))
+    assert seq.step(logits_for(world)).finish_reason == "stop" and seq.stopped_by_id and seq.done
+    with pytest.raises(ValueError, match="NaN"):
+        SequenceState([1], tok, SequenceOptions(max_tokens=5)).step(torch.full((tok.vocab_size,), float("nan")))

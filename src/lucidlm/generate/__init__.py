@@ -3,6 +3,8 @@
 - ``sampling``: ``SamplingParams`` and one short function per sampler (temperature, top-k,
   top-p, min-p, penalties); ``sample_token`` chains them.
 - ``defaults``: the sampling settings a model recommends, and where they come from.
+- ``sequence``: one sequence's state, written once: sample, stop (ids, strings, length),
+  log-probabilities, UTF-8-safe text deltas; used by ``decode`` and by the server's engine.
 - ``decode``: ``generate`` / ``stream`` / ``generate_batch`` with a KV cache, stop strings and
   ids, per-token log-probabilities.
 - ``text``: text deltas that never split a character; stop strings that never leak.

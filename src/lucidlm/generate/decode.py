@@ -13,6 +13,9 @@ the last column, and an ``attention_mask`` (1 = real token) grows by one column 
 mask the model numbers positions by real tokens only, so a padded row computes what it would
 alone (``DecoderLM.forward``); batched greedy output equals one-at-a-time output (tested).
 
+What each row does with its logits (sampling, stops, length, log-probabilities, text deltas) is
+``sequence.SequenceState``, shared with the server's engine; this file only runs the model.
+
 Events: ``stream`` yields one ``StreamEvent`` per generated token (its id, the text it adds,
 optionally its log-probability and the top-N alternatives); the last one carries the
 ``finish_reason``: "stop" (a stop id or stop string) or "length" (``max_tokens`` reached).
@@ -21,46 +24,19 @@ Notation: B batch, T time, V vocabulary.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
 
-from lucidlm.generate.sampling import SamplingParams, check_finite_logits, make_generator, sample_token
-from lucidlm.generate.text import IncrementalDecoder, StopChecker
-
-DEFAULT_PARAMS = SamplingParams()  # frozen, so one shared default is safe
-
-
-@dataclass(frozen=True)
-class TokenLogprob:
-    """A token with its log-probability under the model (the raw softmax of its logits, before
-    penalties, temperature and filters, as OpenAI reports them); ``top``: the N most likely
-    tokens at that step, most likely first."""
-
-    token_id: int
-    token: str  # the token's own text (a piece of a multi-byte character shows as U+FFFD)
-    logprob: float
-    top: tuple[TokenLogprob, ...] = ()
-
-    @property
-    def prob(self) -> float:
-        return math.exp(self.logprob)
-
-
-@dataclass(frozen=True)
-class StreamEvent:
-    """One generated token. ``text`` may be "" while a character or a possible stop string is
-    held back; the texts of a stream concatenate to the final text."""
-
-    token_id: int
-    text: str
-    logprob: TokenLogprob | None  # with logprobs > 0 or token_logprobs=True
-    finish_reason: str | None  # "stop" or "length" on the last event of a sequence, else None
-    index: int = 0  # which prompt of a batch
-    position: int = 0  # 0 for the first generated token
-    prompt_tokens: int = 0
+from lucidlm.generate.sampling import SamplingParams
+from lucidlm.generate.sequence import (
+    DEFAULT_PARAMS,
+    SequenceOptions,
+    SequenceState,
+    StreamEvent,
+    TokenLogprob,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +54,33 @@ class GenerationResult:
     @property
     def completion_tokens(self) -> int:
         return len(self.token_ids)
+
+
+@dataclass(frozen=True)
+class GenerateOptions:
+    """The options of ``generate`` / ``stream`` / ``generate_batch`` / ``stream_batch``, written
+    once and passed through (see ``generate`` for what each does). The per-sequence part becomes
+    a ``SequenceOptions`` once the model and tokenizer are known (EOS, vocabulary)."""
+
+    max_tokens: int = 128
+    params: SamplingParams = DEFAULT_PARAMS
+    stop: Sequence[str] = ()
+    stop_ids: Sequence[int] = ()
+    ignore_eos: bool = False
+    logprobs: int = 0
+    token_logprobs: bool = False
+    use_cache: bool = True
+    truncate: bool = False
+    add_special: bool = True
+
+    def for_sequence(self, model, tokenizer) -> SequenceOptions:
+        cfg = model.cfg
+        return SequenceOptions(
+            max_tokens=self.max_tokens, params=self.params,
+            stop=(self.stop,) if isinstance(self.stop, str) else tuple(self.stop),
+            stop_ids=frozenset(_stop_ids(model, tokenizer, self.stop_ids, self.ignore_eos)),
+            logprobs=self.logprobs, token_logprobs=self.token_logprobs,
+            vocab_limit=min(cfg.vocab_size, getattr(tokenizer, "vocab_size", cfg.vocab_size)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -142,128 +145,36 @@ def _fit_context(ids: list[int], max_tokens: int, context: int, truncate: bool) 
     )
 
 
-def _token_text(tokenizer, token_id: int) -> str:
-    if tokenizer is None:
-        return ""
-    if hasattr(tokenizer, "token_bytes"):
-        return tokenizer.token_bytes(token_id).decode("utf-8", errors="replace")
-    return tokenizer.decode([token_id])
-
-
-# ----------------------------------------------------------------------------------------------
-# one sequence's bookkeeping: sampling, stop conditions, text
-
-
-class _Sequence:
-    def __init__(self, index: int, prompt: list[int], tokenizer, *, params: SamplingParams, stop: Sequence[str],
-                 stop_ids: set[int], max_tokens: int, logprobs: int, token_logprobs: bool, n_valid: int) -> None:
-        self.index, self.prompt, self.tokenizer = index, prompt, tokenizer
-        self.params, self.stop_ids, self.max_tokens = params, stop_ids, max_tokens
-        self.n_logprobs, self.want_logprob = logprobs, token_logprobs or logprobs > 0
-        self.n_valid = n_valid  # ids >= this are model rows the tokenizer has no token for
-        self.generator = make_generator(params.seed)
-        self.decoder = IncrementalDecoder(tokenizer) if tokenizer is not None else None
-        self.checker = StopChecker(stop)
-        self.generated: list[int] = []
-        self.done = False
-
-    def step(self, logits: torch.Tensor) -> StreamEvent:
-        """Choose the next token from raw logits (V,) and work out what text it adds."""
-        check_finite_logits(logits, len(self.generated))
-        if self.n_valid < logits.shape[-1]:  # a padded embedding table (GPT-2's 50304)
-            logits = logits.clone()
-            logits[self.n_valid:] = float("-inf")
-        token = sample_token(logits, self.params, self.generator, self.generated, prompt_ids=self.prompt)
-        info = self._logprob(logits, token) if self.want_logprob else None
-        self.generated.append(token)
-        reason, text = None, ""
-        if token in self.stop_ids:
-            reason, text = "stop", self._drain()  # the stop token adds no text
-        elif self.decoder is not None:
-            text, stopped = self.checker.feed(self.decoder.push(token))
-            reason = "stop" if stopped else None
-        if reason is None and len(self.generated) >= self.max_tokens:
-            reason = "length"
-            text += self._drain()
-            reason = "stop" if self.checker.stopped else reason  # the held-back text completed a stop string
-        self.done = reason is not None
-        return StreamEvent(token, text, info, reason, self.index, len(self.generated) - 1, len(self.prompt))
-
-    def _drain(self) -> str:
-        """Text held back by the decoder and the stop checker, at the end of the sequence."""
-        if self.decoder is None:
-            return ""
-        text, stopped = self.checker.feed(self.decoder.flush())
-        return text if stopped else text + self.checker.flush()
-
-    def _logprob(self, logits: torch.Tensor, token: int) -> TokenLogprob:
-        logp = torch.log_softmax(logits.float(), dim=-1)  # (V,) the model's own distribution
-        top = ()
-        if self.n_logprobs > 0:
-            values, ids = logp.topk(min(self.n_logprobs, logp.shape[-1]))
-            top = tuple(TokenLogprob(int(i), _token_text(self.tokenizer, int(i)), float(v))
-                        for v, i in zip(values.tolist(), ids.tolist()))
-        return TokenLogprob(token, _token_text(self.tokenizer, token), float(logp[token]), top)
-
-
 # ----------------------------------------------------------------------------------------------
 # the decoding loop
 
 
-def stream_batch(
-    model,
-    tokenizer,
-    prompts: Sequence[str | Sequence[int]],
-    *,
-    max_tokens: int = 128,
-    params: SamplingParams = DEFAULT_PARAMS,
-    stop: Sequence[str] = (),
-    stop_ids: Sequence[int] = (),
-    ignore_eos: bool = False,
-    logprobs: int = 0,
-    token_logprobs: bool = False,
-    use_cache: bool = True,
-    truncate: bool = False,
-    add_special: bool = True,
-    prefill_progress: Callable[[int, int], None] | None = None,
-) -> Iterator[StreamEvent]:
-    """Events for several prompts decoded together (``event.index`` says which); see ``generate``
-    for the options. Each row has its own generator seeded with ``params.seed``, so a row samples
+def stream_batch(model, tokenizer, prompts: Sequence[str | Sequence[int]], *,
+                 prefill_progress: Callable[[int, int], None] | None = None, **options) -> Iterator[StreamEvent]:
+    """Events for several prompts decoded together (``event.index`` says which); ``options`` as
+    ``generate``. Each row has its own generator seeded with ``params.seed``, so a row samples
     what it would alone. Bad options raise here, before the first event. ``prefill_progress(done,
     total)`` is called as a long prompt is read, chunk by chunk (a CLI shows it)."""
-    rows = _prepare(model, tokenizer, prompts, max_tokens=max_tokens, params=params, stop=stop, stop_ids=stop_ids,
-                    ignore_eos=ignore_eos, logprobs=logprobs, token_logprobs=token_logprobs, truncate=truncate,
-                    add_special=add_special)
-    return _decode(model, rows, max_tokens, use_cache, prefill_progress)
+    opts = GenerateOptions(**options)
+    rows = _prepare(model, tokenizer, prompts, opts)
+    return _decode(model, rows, opts, prefill_progress)
 
 
-def _prepare(model, tokenizer, prompts, *, max_tokens: int = 128, params: SamplingParams = DEFAULT_PARAMS,
-             stop: Sequence[str] = (), stop_ids: Sequence[int] = (), ignore_eos: bool = False, logprobs: int = 0,
-             token_logprobs: bool = False, truncate: bool = False, add_special: bool = True) -> list[_Sequence]:
-    """Check the options and encode the prompts: one ``_Sequence`` per prompt."""
+def _prepare(model, tokenizer, prompts, opts: GenerateOptions) -> list[SequenceState]:
+    """Check the options and encode the prompts: one ``SequenceState`` per prompt."""
     cfg = getattr(model, "cfg", None)
     if cfg is None or cfg.arch != "decoder":
         raise ValueError("generation needs a decoder-only lucidlm model (DecoderLM); "
                          f"got {type(model).__name__}" + (f" with arch={cfg.arch!r}" if cfg is not None else ""))
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise ValueError(f"max_tokens must be an int >= 1, got {max_tokens!r}")
-    if not isinstance(logprobs, int) or isinstance(logprobs, bool) or logprobs < 0:
-        raise ValueError(f"logprobs (the number of alternatives to report) must be an int >= 0, got {logprobs!r}")
-    if not isinstance(params, SamplingParams):
-        raise ValueError(f"params must be a SamplingParams, got {type(params).__name__}")
+    seq_options = opts.for_sequence(model, tokenizer)  # validates max_tokens, logprobs, params, stops
     if isinstance(prompts, str) or not prompts:
         raise ValueError("prompts must be a non-empty list of prompts (texts or lists of token ids)")
-    StopChecker(stop)  # validates the stop strings
-    stops = _stop_ids(model, tokenizer, stop_ids, ignore_eos)
-    n_valid = min(cfg.vocab_size, getattr(tokenizer, "vocab_size", cfg.vocab_size))
-    ids_list = [_fit_context(_prompt_ids(model, tokenizer, p, add_special), max_tokens, cfg.max_seq_len, truncate)
-                for p in prompts]
-    return [_Sequence(b, ids, tokenizer, params=params, stop=stop, stop_ids=stops, max_tokens=max_tokens,
-                      logprobs=logprobs, token_logprobs=token_logprobs, n_valid=n_valid)
-            for b, ids in enumerate(ids_list)]
+    ids_list = [_fit_context(_prompt_ids(model, tokenizer, p, opts.add_special), opts.max_tokens, cfg.max_seq_len,
+                             opts.truncate) for p in prompts]
+    return [SequenceState(ids, tokenizer, seq_options, index=b) for b, ids in enumerate(ids_list)]
 
 
-def _decode(model, rows: list[_Sequence], max_tokens: int, use_cache: bool,
+def _decode(model, rows: list[SequenceState], opts: GenerateOptions,
             prefill_progress: Callable[[int, int], None] | None = None) -> Iterator[StreamEvent]:
     device = model.lm_head.weight.device
     # 1. Prefill: every prompt at once, left-padded to the longest.
@@ -274,13 +185,13 @@ def _decode(model, rows: list[_Sequence], max_tokens: int, use_cache: bool,
         ids[b, T - len(row.prompt):] = torch.tensor(row.prompt, device=device)
         mask[b, T - len(row.prompt):] = 1
     with torch.inference_mode():
-        cache = model.new_cache(B, T + max_tokens) if use_cache else None
+        cache = model.new_cache(B, T + opts.max_tokens) if opts.use_cache else None
         logits = _prefill(model, ids, mask, cache, prefill_progress)  # (B, V)
 
     # 2. One token per step. Finished rows keep their place (cheaper than reshaping the cache);
     #    their tokens are ignored. Events are yielded outside inference_mode, so the caller's
     #    code between events does not run in it.
-    for _ in range(max_tokens):
+    for _ in range(opts.max_tokens):
         events = []
         with torch.inference_mode():
             new = torch.zeros(B, 1, dtype=torch.long, device=device)  # (B, 1)
@@ -291,7 +202,7 @@ def _decode(model, rows: list[_Sequence], max_tokens: int, use_cache: bool,
                     events.append(event)
             if not all(row.done for row in rows):
                 mask = torch.cat([mask, torch.ones_like(new)], dim=1)  # (B, S + 1) the mask grows a column
-                if use_cache:
+                if opts.use_cache:
                     logits = model(new, attention_mask=mask, cache=cache, last_only=True)[:, -1]  # (B, V)
                 else:  # the reference: recompute everything
                     ids = torch.cat([ids, new], dim=1)  # (B, S + 1)
@@ -338,22 +249,20 @@ def stream(model, tokenizer, prompt: str | Sequence[int], **options) -> Iterator
     return stream_batch(model, tokenizer, [prompt], **options)
 
 
-def generate_batch(model, tokenizer, prompts: Sequence[str | Sequence[int]], *, use_cache: bool = True,
-                   **options) -> list[GenerationResult]:
+def generate_batch(model, tokenizer, prompts: Sequence[str | Sequence[int]], **options) -> list[GenerationResult]:
     """One ``GenerationResult`` per prompt, decoded together in one padded batch (options as
     ``generate``)."""
-    rows = _prepare(model, tokenizer, prompts, **options)
+    return _results(model, tokenizer, prompts, GenerateOptions(**options), None)
+
+
+def _results(model, tokenizer, prompts, opts: GenerateOptions, prefill_progress) -> list[GenerationResult]:
+    rows = _prepare(model, tokenizer, prompts, opts)
     texts: list[list[str]] = [[] for _ in rows]
-    infos: list[list[TokenLogprob]] = [[] for _ in rows]
-    reasons = ["length"] * len(rows)
-    for event in _decode(model, rows, rows[0].max_tokens, use_cache):
+    for event in _decode(model, rows, opts, prefill_progress):
         texts[event.index].append(event.text)
-        if event.logprob is not None:
-            infos[event.index].append(event.logprob)
-        if event.finish_reason is not None:
-            reasons[event.index] = event.finish_reason
-    return [GenerationResult("".join(texts[b]), tuple(row.generated), reasons[b], tuple(row.prompt),
-                             tuple(infos[b]) if row.want_logprob else None) for b, row in enumerate(rows)]
+    return [GenerationResult("".join(texts[b]), tuple(row.generated), row.finish_reason or "length",
+                             tuple(row.prompt), tuple(row.logprobs) if row.options.want_logprob else None)
+            for b, row in enumerate(rows)]
 
 
 def generate(
@@ -371,6 +280,7 @@ def generate(
     use_cache: bool = True,
     truncate: bool = False,
     add_special: bool = True,
+    prefill_progress: Callable[[int, int], None] | None = None,
 ) -> GenerationResult:
     """Continue ``prompt`` (text or token ids) by up to ``max_tokens`` tokens.
 
@@ -383,8 +293,9 @@ def generate(
       ``truncate=True``, which drops the prompt's oldest tokens to make room.
     - ``use_cache=False``: recompute the whole sequence each step (the reference loop).
     - ``add_special``: add BOS to a text prompt when the tokenizer asks for it.
+    - ``prefill_progress(done, total)``: called as a long prompt is read, chunk by chunk.
     """
-    options = dict(max_tokens=max_tokens, params=params, stop=stop, stop_ids=stop_ids, ignore_eos=ignore_eos,
-                   logprobs=logprobs, token_logprobs=token_logprobs, use_cache=use_cache, truncate=truncate,
-                   add_special=add_special)
-    return generate_batch(model, tokenizer, [prompt], **options)[0]
+    opts = GenerateOptions(max_tokens=max_tokens, params=params, stop=stop, stop_ids=stop_ids, ignore_eos=ignore_eos,
+                           logprobs=logprobs, token_logprobs=token_logprobs, use_cache=use_cache, truncate=truncate,
+                           add_special=add_special)
+    return _results(model, tokenizer, [prompt], opts, prefill_progress)[0]

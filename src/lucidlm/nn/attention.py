@@ -23,6 +23,7 @@ Two paths, proven equal in tests/test_nn.py:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -132,6 +133,18 @@ class KVCache:
         self.layers = [LayerCache(torch.zeros(shape, dtype=dtype, device=device),
                                   torch.zeros(shape, dtype=dtype, device=device)) for _ in range(n_layer)]
         self.max_len = max_len
+
+    @classmethod
+    def from_tensors(cls, keys: Sequence[torch.Tensor], values: Sequence[torch.Tensor], length: int) -> KVCache:
+        """A cache over key/value tensors someone else allocated, one (B, nkv, max_len, hs) pair per
+        layer, ``length`` positions already filled. The tensors may be views (a server's slots of
+        one big batch store): the model writes the new positions into them in place."""
+        if len(keys) != len(values) or not keys:
+            raise ValueError(f"need one key and one value tensor per layer, got {len(keys)} and {len(values)}")
+        cache = cls.__new__(cls)  # skip __init__: nothing to allocate
+        cache.layers = [LayerCache(k, v, length) for k, v in zip(keys, values)]
+        cache.max_len = keys[0].shape[2]
+        return cache
 
     @property
     def length(self) -> int:

@@ -10,9 +10,12 @@ One background thread owns the model. Each loop:
 1. admit waiting requests (up to ``max_batch`` rows): prefill their prompts into free rows of the
    batch KV cache (prompts of similar length in one left-padded pass) and sample each first token;
 2. one forward pass of the last token of every active row (B, 1) -> logits (B, V);
-3. sample each row's next token with its own ``SamplingParams`` and seeded generator, turn it into
-   text (``IncrementalDecoder`` + ``StopChecker``), send it to the request's ``sink``;
+3. hand each row's logits to its ``SequenceState`` (generate/sequence.py, the same per-sequence
+   code as ``lucidlm.generate``: sampling with the request's own seeded generator, stops, length,
+   log-probabilities, text deltas) and send the resulting events to the request's ``sink``;
 4. drop the rows that finished (stop, length, cancel, timeout).
+
+This file keeps only what batching adds: the queue, the slots, the schedule and the batch KV cache.
 
 The batch KV cache. Storage per layer: (max_batch, nkv, capacity, hs); active rows are slots
 0..B-1 and the forward pass sees ``storage[:B]`` (a view: no copy). The time axis is shared (one
@@ -40,9 +43,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from lucidlm.generate.sampling import SamplingParams, check_finite_logits, make_generator, sample_token
-from lucidlm.generate.text import IncrementalDecoder, StopChecker
-from lucidlm.nn.attention import KVCache, LayerCache
+from lucidlm.generate.sampling import SamplingParams
+from lucidlm.generate.sequence import SequenceOptions, SequenceState
+from lucidlm.nn.attention import KVCache
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +69,15 @@ class GenerationRequest:
     def __post_init__(self) -> None:
         if not self.prompt_ids:
             raise ValueError("prompt_ids is empty: a prompt needs at least one token")
-        if not isinstance(self.max_tokens, int) or self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be an int >= 1, got {self.max_tokens!r}")
         if self.logprobs is not None and self.logprobs < 0:
             raise ValueError(f"logprobs must be None or >= 0, got {self.logprobs}")
+        self.sequence_options()  # checks max_tokens, params and the stop strings
+
+    def sequence_options(self, vocab_limit: int | None = None) -> SequenceOptions:
+        """The per-sequence settings, as ``lucidlm.generate`` spells them (the same code runs both)."""
+        return SequenceOptions(max_tokens=self.max_tokens, params=self.params, stop=tuple(self.stop),
+                               stop_ids=frozenset(self.stop_ids), logprobs=self.logprobs or 0,
+                               token_logprobs=self.logprobs is not None, vocab_limit=vocab_limit)
 
 
 @dataclass(frozen=True)
@@ -127,13 +135,10 @@ class Handle:
 
 @dataclass
 class _Row:
-    """An active request: its sampler state and where it is in the batch cache."""
+    """An active request: its sequence state and where it is in the batch cache."""
 
     handle: Handle
-    generator: torch.Generator
-    decoder: IncrementalDecoder
-    stopper: StopChecker
-    generated: list[int] = field(default_factory=list)
+    seq: SequenceState
     n_cached: int = 0  # tokens of this row in the KV cache = the position of ``pending``
     pending: int = -1  # sampled but not yet fed to the model
 
@@ -156,6 +161,8 @@ class Engine:
         # the cache's memory (max_batch x layers x 2 x nkv x context x hs floats).
         self.max_context = min(cfg.max_seq_len, max_context or cfg.max_seq_len)
         self.compact_slack = compact_slack
+        # ids >= this are model rows the tokenizer has no token for (a padded embedding table)
+        self._vocab_limit = min(cfg.vocab_size, getattr(tokenizer, "vocab_size", cfg.vocab_size))
         p = next(model.parameters())
         self._dtype, self._device = p.dtype, p.device
         self._queue: queue.Queue[Handle] = queue.Queue()
@@ -313,9 +320,9 @@ class Engine:
                             cache=self._view(s, s + n, L - P), last_only=True)  # (n, 1, V)
         self.prefills += 1
         for i, (handle, p) in enumerate(zip(handles, lengths)):
-            req = handle.request
-            row = _Row(handle, make_generator(req.params.seed, self._device), IncrementalDecoder(self.tokenizer),
-                       StopChecker(req.stop), n_cached=p)
+            seq = SequenceState(handle.request.prompt_ids, self.tokenizer,
+                                handle.request.sequence_options(self._vocab_limit), device=self._device)
+            row = _Row(handle, seq, n_cached=p)
             self._rows.append(row)
             self._sample(row, logits[i, -1])
         self.max_active = max(self.max_active, len(self._rows))
@@ -341,50 +348,30 @@ class Engine:
             self._sample(row, logits[i])
 
     def _sample(self, row: _Row, logits: torch.Tensor) -> None:
-        """Choose the next token of one row from its raw logits (V,), and report it."""
+        """Choose the next token of one row from its raw logits (V,), and report it. A stop id
+        is counted but sends no ``TokenEvent``: it has no text, and clients never see it."""
         handle = row.handle
         if handle.cancelled:
             return
         if handle.deadline is not None and time.monotonic() > handle.deadline:
             self._finish(row, ErrorEvent("timeout", f"the request ran past its {handle.request.timeout_s} s limit"))
             return
-        req = handle.request
+        seq = row.seq
         try:
-            check_finite_logits(logits, len(row.generated))
-        except ValueError as exc:  # broken weights: every request would fail the same way
+            event = seq.step(logits)
+        except ValueError as exc:  # NaN logits, broken weights: every request would fail the same way
             self._finish(row, ErrorEvent("server_error", str(exc)))
             return
-        token = sample_token(logits, req.params, row.generator, row.generated, prompt_ids=req.prompt_ids)
-        row.generated.append(token)
         self.tokens += 1
-        if token in req.stop_ids:
-            self._done(row, "stop")
-            return
-        logprob, top = None, None
-        if req.logprobs is not None:
-            logp = torch.log_softmax(logits.float(), dim=-1)  # (V,) the model's own distribution
-            logprob = float(logp[token])
-            if req.logprobs:
-                values, indices = logp.topk(req.logprobs)
-                top = tuple(zip(indices.tolist(), values.tolist()))
-            else:
-                top = ()
-        text, stopped = row.stopper.feed(row.decoder.push(token))
-        handle.sink(TokenEvent(token, text, logprob, top))
-        if stopped:
-            self._done(row, "stop")
-        elif len(row.generated) >= req.max_tokens:
-            self._done(row, "length")
+        if not seq.stopped_by_id:
+            text = event.text[: len(event.text) - len(seq.tail)]  # the held-back tail goes with DoneEvent
+            lp = event.logprob
+            top = None if lp is None else tuple((t.token_id, t.logprob) for t in lp.top)
+            handle.sink(TokenEvent(event.token_id, text, None if lp is None else lp.logprob, top))
+        if seq.done:
+            self._finish(row, DoneEvent(seq.finish_reason, seq.tail, len(seq.prompt), len(seq.generated)))
         else:
-            row.pending = token
-
-    def _done(self, row: _Row, reason: str) -> None:
-        tail = ""
-        if not row.stopper.stopped:
-            tail, _ = row.stopper.feed(row.decoder.flush())
-            tail += row.stopper.flush()
-        req = row.handle.request
-        self._finish(row, DoneEvent(reason, tail, len(req.prompt_ids), len(row.generated)))
+            row.pending = event.token_id
 
     def _finish(self, row: _Row, event: Event) -> None:
         row.handle.sink(event)
@@ -423,10 +410,7 @@ class Engine:
 
     def _view(self, start: int, stop: int, length: int) -> KVCache:
         """A ``KVCache`` over slots [start, stop) of the storage (views: the model writes in place)."""
-        cache = KVCache(0, 0, 0, 0, 0)  # an empty shell; its layers are views of our storage
-        cache.layers = [LayerCache(k[start:stop], v[start:stop], length) for k, v in zip(self._k, self._v)]
-        cache.max_len = self._capacity()
-        return cache
+        return KVCache.from_tensors([k[start:stop] for k in self._k], [v[start:stop] for v in self._v], length)
 
     def _compact(self) -> None:
         """Pack every row's real columns to the right end of [0, L'), L' = the longest row."""
