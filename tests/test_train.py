@@ -91,6 +91,7 @@ def test_config_from_toml_with_overrides(tmp_path):
     ("lr = 1e-4\nmin_lr = 1e-3\n", [], "min_lr (0.001) must not exceed lr"),
     ("grad_accum = 0\n", [], "grad_accum must be > 0"),
     ("", ["lr=3"], "must look like --key=value"),
+    ('task = "sft"\n', [], "task='sft'; choose from"),
 ])
 def test_config_bad_input_names_the_key(tmp_path, toml, overrides, message):
     path = tmp_path / "bad.toml"
@@ -98,6 +99,24 @@ def test_config_bad_input_names_the_key(tmp_path, toml, overrides, message):
     with pytest.raises(ValueError) as err:
         TrainConfig.from_toml(path, overrides)
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("data, task, resolved, finetunes", [
+    ("data/shakespeare-char", "auto", "lm", False),
+    ("chats.jsonl", "auto", "chat", True),  # the suffix only sets the default
+    ("chats.jsonl", "lm", "lm", False),
+    ("chats.json", "chat", "chat", True),  # an explicit task needs no suffix
+])
+def test_config_task_decides_fine_tuning(data, task, resolved, finetunes):
+    cfg = TrainConfig(data=data, task=task)
+    assert (cfg.resolved_task, cfg.finetunes) == (resolved, finetunes)
+    assert TrainConfig(data=data, task=task, lora={"rank": 2}).finetunes  # LoRA always goes through finetune
+    assert TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))).resolved_task == resolved
+
+
+def test_train_refuses_chat_data_without_a_batch_source(tmp_path):
+    with pytest.raises(ValueError, match="lucidlm.train.instruct.finetune"):
+        train(TrainConfig(out_dir=str(tmp_path / "o"), data=str(tmp_path / "chats.jsonl")))
 
 
 def test_config_missing_file_and_bad_toml(tmp_path):

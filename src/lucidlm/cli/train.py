@@ -1,6 +1,7 @@
 """``lucidlm train`` and ``lucidlm plot``: thin wrappers over ``lucidlm.train``.
 
     lucidlm train --config run.toml --lr=3e-4 --model.n_layer=6
+    lucidlm train --config lora.toml --task=chat    # fine-tune init_from on data = chats.jsonl
     torchrun --standalone --nproc_per_node=2 -m lucidlm.cli train --config run.toml
     lucidlm plot out/shakespeare-char          # writes out/shakespeare-char/loss.png
 """
@@ -17,7 +18,7 @@ def cmd_train(args, overrides: list[str]) -> int:
     from lucidlm.train.loop import train
 
     cfg = TrainConfig.from_toml(args.config, overrides)
-    if cfg.lora or cfg.data.endswith(".jsonl"):  # fine-tuning: chats and/or LoRA adapters
+    if cfg.finetunes:  # task = "chat" and/or a [lora] table: the config says so, not the file name
         from lucidlm.train.instruct import finetune
 
         result = finetune(cfg, resume=args.resume, overwrite=args.overwrite, handle_signals=True)
@@ -66,7 +67,10 @@ def register_cli(subparsers) -> None:
         "train", help="train a language model on a prepared token dataset", add_help=False,
         description="Train per a TOML config; any setting can be overridden with --key=value "
                     "(--model.FIELD=value for the model).",
-        epilog="Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves out_dir/last and exits; "
+        epilog="task = \"lm\" trains on a prepared token dataset; task = \"chat\" fine-tunes init_from on a "
+               ".jsonl of chats (loss on the assistant's replies); the default, task = \"auto\", means chat when "
+               "data ends in .jsonl, else lm. A [lora] table trains LoRA adapters (either task). "
+               "Ctrl-C (SIGINT) or SIGTERM finishes the current step, saves out_dir/last and exits; "
                "continue with --resume. Run under torchrun for data-parallel training.")
     t.add_argument("-h", "--help", action=_HelpWithSettings, help="show this help (and every setting) and exit")
     t.add_argument("--config", metavar="FILE.toml", help="training config (TOML); without it, the defaults")

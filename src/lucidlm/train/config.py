@@ -33,6 +33,7 @@ DISTRIBUTED = ("auto", "none", "ddp", "fsdp")
 NAN_POLICIES = ("stop", "skip")
 OPTIMIZERS = ("adamw", "muon")
 SWITCHES = ("auto", "on", "off")
+TASKS = ("auto", "lm", "chat")
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,12 @@ class TrainConfig:
     progress: bool = True  # a progress bar with ETA (log lines then print above it)
     save_best: bool = True  # keep best/ (lowest val loss) beside last/
     nan_policy: str = "stop"  # a non-finite loss: stop with an error naming the step | skip the batch
-    # fine-tuning (lucidlm.train.instruct.finetune): data may also be a .jsonl of chats, and a [lora]
-    # table (rank, alpha, targets, dropout) trains LoRA adapters instead of every weight
+    # what is learned from data. lm: next-token loss on every token of a prepared token dataset.
+    # chat: fine-tuning (lucidlm.train.instruct.finetune) on a .jsonl of {"messages": [...]} chats,
+    # loss on the assistant's replies only; needs init_from. auto: chat when data ends in .jsonl, else lm
+    task: str = "auto"
+    # fine-tuning: a [lora] table (rank, alpha, targets, dropout) trains LoRA adapters instead of
+    # every weight (lucidlm.train.instruct.finetune, with either task)
     lora: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -107,7 +112,8 @@ class TrainConfig:
         check(0 <= self.beta1 < 1 and 0 <= self.beta2 < 1, f"beta1, beta2 must be in [0, 1), got {self.beta1}, {self.beta2}")
         check(0 < self.decay_fraction <= 1, f"decay_fraction must be in (0, 1], got {self.decay_fraction}")
         for name, choices in (("schedule", SCHEDULES), ("precision", PRECISIONS), ("distributed", DISTRIBUTED),
-                              ("nan_policy", NAN_POLICIES), ("optimizer", OPTIMIZERS), ("fused", SWITCHES)):
+                              ("nan_policy", NAN_POLICIES), ("optimizer", OPTIMIZERS), ("fused", SWITCHES),
+                              ("task", TASKS)):
             check(getattr(self, name) in choices, f"{name}={getattr(self, name)!r}; choose from {choices}")
         check(bool(self.out_dir), "out_dir must not be empty")
         check(bool(self.init_from), "init_from must be 'scratch' or a model name/path")
@@ -133,6 +139,20 @@ class TrainConfig:
             base["vocab_size"] = vocab_size
         base.update(table)
         return ModelConfig.from_dict(base)
+
+    @property
+    def resolved_task(self) -> str:
+        """"lm" or "chat": ``task``, with "auto" read from the data path's suffix (.jsonl -> chat).
+        Resolved on each read, so ``replace(data=...)`` of an "auto" config follows the new path."""
+        if self.task != "auto":
+            return self.task
+        return "chat" if self.data.endswith(".jsonl") else "lm"
+
+    @property
+    def finetunes(self) -> bool:
+        """True when the run goes through ``lucidlm.train.instruct.finetune``: chat data needs the
+        loaded model's tokenizer and template, and LoRA needs adapters put into the model."""
+        return self.resolved_task == "chat" or bool(self.lora)
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

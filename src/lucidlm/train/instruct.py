@@ -245,8 +245,8 @@ def chat_batches(path: str | os.PathLike, tokenizer, *, block_size: int, templat
 def finetune(cfg, *, resume: bool = False, overwrite: bool = False, handle_signals: bool = False,
              get_batch: Callable | None = None):
     """Finetune ``cfg.init_from`` (a lucidlm checkpoint, HF directory, GGUF file or asset name) on
-    ``cfg.data``: a ``.jsonl`` of chats (else a token dataset directory), with LoRA adapters when
-    ``cfg.lora`` is set. Writes ``out_dir/adapter`` (the adapters alone) after a LoRA run. Returns
+    ``cfg.data``: a ``.jsonl`` of chats when ``cfg.resolved_task`` is "chat", else a token dataset
+    directory, with LoRA adapters when ``cfg.lora`` is set. Writes ``out_dir/adapter`` (the adapters alone) after a LoRA run. Returns
     the trainer's ``TrainResult``."""
     from lucidlm.loading.adapters import save_adapters
     from lucidlm.loading.load import load_model
@@ -263,7 +263,7 @@ def finetune(cfg, *, resume: bool = False, overwrite: bool = False, handle_signa
         except TypeError as exc:
             raise ValueError(f"[lora]: {exc}; valid keys: rank, alpha, targets, dropout") from None
     model, tokenizer = load_model(cfg.init_from)
-    if get_batch is None and str(cfg.data).endswith(".jsonl"):
+    if get_batch is None and cfg.resolved_task == "chat":
         if tokenizer is None:
             raise ValueError(f"{cfg.init_from} has no tokenizer; instruction data needs one to render chats")
         get_batch = chat_batches(cfg.data, tokenizer, block_size=cfg.block_size)

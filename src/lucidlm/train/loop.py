@@ -10,6 +10,10 @@ One optimizer step, in nanoGPT's order:
   4. optimizer step, zero the gradients;
   5. log; every eval_interval steps evaluate on val and save last/ (and best/).
 
+Before the loop: ``model_for_run`` finds the model (from scratch, init_from, resume, or the
+caller's), ``_check_run`` refuses what cannot work, and a ``state.RunState`` gathers what a
+checkpoint saves; the loop advances its ``step`` and ``best_val`` and calls its ``save``.
+
 Hooks for fine-tuning: ``train(cfg, model=..., tokenizer=..., get_batch=...)`` takes a model built
 elsewhere (only its ``requires_grad`` parameters are optimised) and any batch source
 ``get_batch(split, n, generator) -> (x, y)``, int64 (n, T) each, where y = -100 marks positions
@@ -72,9 +76,14 @@ def train(
     ``out_dir/last``; ``overwrite`` allows a new run over an existing one; ``handle_signals``
     turns SIGINT/SIGTERM into "finish this step, save, return" (the CLI sets it). ``stop_when(step,
     val_loss)`` is asked after each evaluation; True ends the run there (a time-to-loss benchmark)."""
+    if get_batch is None and cfg.resolved_task == "chat":
+        raise ValueError(f"task='chat' ({cfg.data}): chat data is read by lucidlm.train.instruct.finetune(cfg), "
+                         "which renders the chats with the model's template; call it, or set task='lm' for a "
+                         "token dataset directory")
     info, device = dist_.setup(cfg.distributed, cfg.device)
     try:
-        result = _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, handle_signals, stop_when)
+        result = _train(cfg, info=info, device=device, model=model, tokenizer=tokenizer, get_batch=get_batch,
+                        resume=resume, overwrite=overwrite, handle_signals=handle_signals, stop_when=stop_when)
     except BaseException:
         dist_.cleanup(info, clean=False)
         raise
@@ -82,56 +91,26 @@ def train(
     return result
 
 
-def _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, handle_signals,
-           stop_when=None) -> TrainResult:
+def _train(cfg: TrainConfig, *, info: dist_.DistInfo, device: torch.device, model: nn.Module | None, tokenizer,
+           get_batch: GetBatch | None, resume: bool, overwrite: bool, handle_signals: bool,
+           stop_when: Callable[[int, float], bool] | None) -> TrainResult:
     out_dir = Path(cfg.out_dir)
     main = info.is_main
     say = print if main else (lambda *a, **k: None)
 
     # -- 1. everything that can fail on bad input, before anything is written -----------------
     resume_from = state_.check_out_dir(out_dir, resume=resume, overwrite=overwrite)
-    vocab_size, dataset = None, None
+    dataset = None
     if get_batch is None:
         get_batch, dataset = _token_batches(cfg)
-        vocab_size = dataset.vocab_size
         tokenizer = dataset.tokenizer() if tokenizer is None else tokenizer
-    if cfg.init_from == "scratch" and model is None:
-        wanted_cfg = cfg.model_config(vocab_size)
-    else:
-        wanted_cfg = None
+    train_state = state_.load_train_state(resume_from) if resume_from is not None else None
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank, and run to run
-    train_state = None
-    if resume_from is not None:
-        train_state = state_.load_train_state(resume_from)
-        if model is None:
-            model = state_.load_model_for_resume(resume_from, train_state, wanted_cfg, cfg.init_from)
-        else:  # a model built by the caller (fine-tuning): load the weights into it
-            from lucidlm.loading.checkpoint import load_state_checked, read_safetensors
-
-            load_state_checked(model, read_safetensors(resume_from / "model.safetensors")[0], str(resume_from))
-    elif model is None and wanted_cfg is not None:
-        from lucidlm.models.transformer import build_model
-
-        model = build_model(wanted_cfg)
-    elif model is None:
-        from lucidlm.loading.load import load_model
-
-        model, loaded_tokenizer = load_model(cfg.init_from)
-        if dataset is not None and loaded_tokenizer is not None:
-            dataset.check_tokenizer(loaded_tokenizer)  # GPT-2 fine-tuned on another tokenizer's ids learns noise
-        tokenizer = loaded_tokenizer if tokenizer is None else tokenizer
-    mcfg = model.cfg
-    if dataset is not None:
-        dataset.check_vocab(mcfg.vocab_size)
-    if cfg.block_size > mcfg.max_seq_len:
-        raise ValueError(f"block_size={cfg.block_size} exceeds the model's max_seq_len={mcfg.max_seq_len}; "
-                         "lower block_size or raise model.max_seq_len")
-    if train_state is not None:
-        done = int(train_state["step"])
-        for name in ("max_steps", "stop_at_step"):
-            if 0 < getattr(cfg, name) <= done:
-                raise ValueError(f"{resume_from} is at step {done} and {name}={getattr(cfg, name)}: nothing to "
-                                 f"train; raise {name} to continue")
+    model, loaded_tokenizer = model_for_run(cfg, model=model, dataset=dataset, resume_from=resume_from,
+                                            train_state=train_state)
+    tokenizer = loaded_tokenizer if tokenizer is None else tokenizer
+    _check_run(cfg, model, dataset=dataset, loaded_tokenizer=loaded_tokenizer, resume_from=resume_from,
+               train_state=train_state)
 
     # -- 2. the machine: device, precision, optimizer, RNG ------------------------------------
     model.to(device).train()
@@ -149,17 +128,10 @@ def _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, ha
     optimizer, fused = build_optimizer(raw_model, cfg, device)
     data_gen = torch.Generator().manual_seed(cfg.seed)  # the same draws on every rank (see distributed.py)
     torch.manual_seed(cfg.seed + info.rank)  # dropout masks differ per rank
-    step, best_val = 0, math.inf
+    run = state_.RunState(cfg=cfg, info=info, out_dir=out_dir, model=raw_model, tokenizer=tokenizer,
+                          optimizer=optimizer, scaler=scaler, data_gen=data_gen)
     if train_state is not None:
-        try:
-            dist_.load_optimizer_state(raw_model, optimizer, train_state["optimizer"], info)
-        except (ValueError, KeyError, RuntimeError) as exc:
-            raise ValueError(f"{resume_from}: the optimizer state does not fit this model ({exc}); "
-                             "was the set of trainable parameters changed?") from None
-        if "scaler" in train_state:
-            scaler.load_state_dict(train_state["scaler"])
-        state_.set_rng_states(train_state["rng"], data_gen)
-        step, best_val = int(train_state["step"]), float(train_state["best_val_loss"])
+        run.restore(train_state, resume_from)
 
     n_params = sum(p.numel() for p in raw_model.parameters())
     n_train = sum(p.numel() for p in raw_model.parameters() if p.requires_grad)
@@ -169,13 +141,13 @@ def _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, ha
         f"precision {autocast_dtype or 'fp32'}, fused AdamW {'on' if fused else 'off'}, compile {cfg.compile}, "
         f"{info.world_size} process(es) ({info.mode})")
     say(f"batch: {info.world_size} x {cfg.batch_size} x {cfg.grad_accum} sequences x {cfg.block_size} tokens = "
-        f"{tokens_per_step:,} tokens per step; {'resuming at step ' + str(step) if step else 'starting'}")
+        f"{tokens_per_step:,} tokens per step; {'resuming at step ' + str(run.step) if run.step else 'starting'}")
 
     metrics = MetricsLog(out_dir, enabled=main)
     if main:
         out_dir.mkdir(parents=True, exist_ok=True)
-        if step:
-            metrics.truncate_after(step)
+        if run.step:
+            metrics.truncate_after(run.step)
         else:
             metrics.start_fresh()
 
@@ -184,39 +156,29 @@ def _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, ha
         x, y = x[info.rank::info.world_size], y[info.rank::info.world_size]  # (B, T)
         return x.to(device, non_blocking=True), y.to(device, non_blocking=True)
 
-    def save(name: str) -> Path:
-        path = out_dir / name
-        to_save = dist_.full_model(raw_model, info)  # collectives under FSDP: every rank takes part
-        optimizer_state = dist_.optimizer_state(raw_model, optimizer, info)
-        if main:
-            state = {"step": step, "optimizer": optimizer_state, "best_val_loss": best_val,
-                     "rng": state_.rng_states(data_gen), "scaler": scaler.state_dict(),
-                     "train_config": cfg.to_dict(), "world_size": info.world_size}
-            state_.save_run_checkpoint(path, to_save, tokenizer, cfg, state)
-        dist_.barrier(info)
-        return path
-
     # -- 3. signals: finish the step, save, stop -----------------------------------------------
-    progress = Progress(total=cfg.max_steps, initial=step, bar=main and cfg.progress, quiet=not main)
+    progress = Progress(total=cfg.max_steps, initial=run.step, bar=main and cfg.progress, quiet=not main)
     stop_requested = []
     previous_handlers = {}
     if handle_signals:
         def on_signal(signum, frame):
             stop_requested.append(signum)
-            progress.write(f"{signal.Signals(signum).name}: finishing step {step}, then saving "
+            progress.write(f"{signal.Signals(signum).name}: finishing step {run.step}, then saving "
                            "(send it again to quit without saving)")
             signal.signal(signum, previous_handlers.get(signum, signal.SIG_DFL))
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous_handlers[sig] = signal.signal(sig, on_signal)
 
-    result = TrainResult(step=step, stopped="done", best_val_loss=best_val, is_main=main)
+    # -- 4. the loop ---------------------------------------------------------------------------
+    result = TrainResult(step=run.step, stopped="done", best_val_loss=run.best_val, is_main=main)
     last_step = min(cfg.max_steps, cfg.stop_at_step) if cfg.stop_at_step else cfg.max_steps
-    skipped_in_a_row, saved_at = 0, step
+    skipped_in_a_row, saved_at = 0, run.step
     try:
-        while step < last_step:
+        while run.step < last_step:
             t0 = time.perf_counter()
-            step += 1
+            run.step += 1
+            step = run.step  # this iteration's step, as the log and the checkpoints name it
             lr = lr_for(cfg, step)
             for group in optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)  # Muon's groups run at their own peak lr
@@ -276,32 +238,82 @@ def _train(cfg, info, device, model, tokenizer, get_batch, resume, overwrite, ha
                 val = evaluate(raw_model, micro_batch, cfg, info, autocast)
                 result.val_losses[step] = val
                 metrics.write({"step": step, "split": "val", "loss": val})
-                improved = val < best_val
-                best_val = min(best_val, val)
+                improved = val < run.best_val
+                run.best_val = min(run.best_val, val)
                 progress.write(f"step {step} | val loss {val:.4f}{' (best)' if improved else ''}")
                 if improved and cfg.save_best:
-                    save(state_.BEST)
-                result.checkpoint, saved_at = save(state_.LAST), step
+                    run.save(state_.BEST)
+                result.checkpoint, saved_at = run.save(state_.LAST), step
                 if stop_when is not None and stop_when(step, val):
                     result.stopped = "stop_when"
                     break
             if dist_.any_rank(bool(stop_requested), info, device):
                 result.stopped = "signal"
                 break
-        if result.stopped == "done" and step < cfg.max_steps:
+        if result.stopped == "done" and run.step < cfg.max_steps:
             result.stopped = "stop_at_step"
-        if saved_at != step:
-            result.checkpoint = save(state_.LAST)  # the final state, unless this step already saved it
+        if saved_at != run.step:
+            result.checkpoint = run.save(state_.LAST)  # the final state, unless this step already saved it
     finally:
         progress.close()
         metrics.close()
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
-    result.best_val_loss = best_val
+    result.best_val_loss = run.best_val
     if result.stopped != "done":
-        say(f"stopped after step {step} ({result.stopped}); checkpoint {result.checkpoint}; "
+        say(f"stopped after step {run.step} ({result.stopped}); checkpoint {result.checkpoint}; "
             f"continue with --resume")
     return result
+
+
+def model_for_run(cfg: TrainConfig, *, model: nn.Module | None = None, dataset=None, resume_from: Path | None = None,
+                  train_state: dict | None = None) -> tuple[nn.Module, object]:
+    """The model a run trains, and the tokenizer that came with it (None unless loaded by init_from).
+
+    Four sources, the first that applies:
+      resume        ``resume_from`` (out_dir/last): the saved model, after checking that the config
+                    still asks for it; a caller's ``model`` gets the saved weights loaded into it
+      the caller's  ``model`` built elsewhere (fine-tuning, LoRA): trained as it is
+      scratch       ``cfg.model_config`` with the dataset's vocab_size, freshly initialised (seed first)
+      init_from     ``lucidlm.load_model(cfg.init_from)``: a checkpoint, HF directory, GGUF file or asset
+    """
+    wanted_cfg = None  # the architecture a from-scratch run asks for (resume checks it did not change)
+    if cfg.init_from == "scratch" and model is None:
+        wanted_cfg = cfg.model_config(dataset.vocab_size if dataset is not None else None)
+    if resume_from is not None:
+        if model is None:
+            return state_.load_model_for_resume(resume_from, train_state, wanted_cfg, cfg.init_from), None
+        from lucidlm.loading.checkpoint import load_state_checked, read_safetensors
+
+        load_state_checked(model, read_safetensors(resume_from / "model.safetensors")[0], str(resume_from))
+        return model, None
+    if model is not None:
+        return model, None
+    if wanted_cfg is not None:
+        from lucidlm.models.transformer import build_model
+
+        return build_model(wanted_cfg), None
+    from lucidlm.loading.load import load_model
+
+    return load_model(cfg.init_from)
+
+
+def _check_run(cfg: TrainConfig, model: nn.Module, *, dataset, loaded_tokenizer, resume_from: Path | None,
+               train_state: dict | None) -> None:
+    """Refuse a model that does not fit the data or the config, and a resume with nothing left to do."""
+    if dataset is not None and loaded_tokenizer is not None:
+        dataset.check_tokenizer(loaded_tokenizer)  # GPT-2 fine-tuned on another tokenizer's ids learns noise
+    if dataset is not None:
+        dataset.check_vocab(model.cfg.vocab_size)
+    if cfg.block_size > model.cfg.max_seq_len:
+        raise ValueError(f"block_size={cfg.block_size} exceeds the model's max_seq_len={model.cfg.max_seq_len}; "
+                         "lower block_size or raise model.max_seq_len")
+    if train_state is not None:
+        done = int(train_state["step"])
+        for name in ("max_steps", "stop_at_step"):
+            if 0 < getattr(cfg, name) <= done:
+                raise ValueError(f"{resume_from} is at step {done} and {name}={getattr(cfg, name)}: nothing to "
+                                 f"train; raise {name} to continue")
 
 
 @torch.no_grad()

@@ -16,17 +16,23 @@ run that crashes or is killed mid-save leaves the previous checkpoint whole.
 Step-exact resume: the weights (float32 safetensors, bit-exact), the AdamW moments, the step (the
 learning-rate schedule is a function of it), the data generator's state (which windows come next)
 and torch's RNG (dropout) are all restored, so step k+1 after a resume computes exactly what it
-would have computed without the interruption.
+would have computed without the interruption. ``RunState`` holds those pieces while a run goes on;
+its ``save`` writes them and its ``restore`` reads them back.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from torch import nn
+
+from lucidlm.train import distributed as dist_
 
 LAST, BEST = "last", "best"
 TRAIN_STATE_FILE = "train_state.pt"
@@ -51,6 +57,50 @@ def check_out_dir(out_dir: str | os.PathLike, *, resume: bool, overwrite: bool) 
             "or choose another --out_dir"
         )
     return None
+
+
+@dataclass
+class RunState:
+    """One run's progress (``step``, ``best_val``) beside the objects a checkpoint is written from.
+    The training loop advances ``step`` and ``best_val``; ``save`` reads them when it is called."""
+
+    cfg: object  # the run's TrainConfig, saved as train_config.json
+    info: dist_.DistInfo
+    out_dir: Path
+    model: nn.Module  # unwrapped: no compile / DDP wrapper (FSDP shards it in place)
+    tokenizer: object  # saved beside the weights; may be None
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    data_gen: torch.Generator  # draws the training batches: its state says which windows come next
+    step: int = 0  # the last completed optimizer step
+    best_val: float = math.inf  # the lowest val loss so far (best/ holds that model)
+
+    def save(self, name: str) -> Path:
+        """Write ``out_dir/name`` (LAST or BEST). Every rank must call it: under FSDP gathering the
+        full model and optimizer state are collectives; only rank 0 writes."""
+        path = self.out_dir / name
+        to_save = dist_.full_model(self.model, self.info)
+        optimizer_state = dist_.optimizer_state(self.model, self.optimizer, self.info)
+        if self.info.is_main:
+            state = {"step": self.step, "optimizer": optimizer_state, "best_val_loss": self.best_val,
+                     "rng": rng_states(self.data_gen), "scaler": self.scaler.state_dict(),
+                     "train_config": self.cfg.to_dict(), "world_size": self.info.world_size}
+            save_run_checkpoint(path, to_save, self.tokenizer, self.cfg, state)
+        dist_.barrier(self.info)
+        return path
+
+    def restore(self, train_state: dict, source: Path) -> None:
+        """Continue from ``train_state`` (read from ``source`` by ``load_train_state``): the
+        optimizer moments, the fp16 loss scale, every RNG, the step and the best val loss."""
+        try:
+            dist_.load_optimizer_state(self.model, self.optimizer, train_state["optimizer"], self.info)
+        except (ValueError, KeyError, RuntimeError) as exc:
+            raise ValueError(f"{source}: the optimizer state does not fit this model ({exc}); "
+                             "was the set of trainable parameters changed?") from None
+        if "scaler" in train_state:
+            self.scaler.load_state_dict(train_state["scaler"])
+        set_rng_states(train_state["rng"], self.data_gen)
+        self.step, self.best_val = int(train_state["step"]), float(train_state["best_val_loss"])
 
 
 def rng_states(data_generator: torch.Generator) -> dict:
