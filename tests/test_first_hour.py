@@ -100,8 +100,8 @@ def test_no_recommendation_falls_back_to_llama_cpp_defaults(char_checkpoint):
     assert d.values == FALLBACK == {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
     params, text = resolve_sampling(d, top_k=5, seed=3)
     assert (params.temperature, params.top_k, params.seed) == (0.8, 5, 3)
-    assert text == "temperature 0.8, top-k 5, top-p 0.95, min-p 0.05, seed 3 (llama.cpp's defaults " \
-                   "(the model ships no recommendation); yours: top-k)"
+    assert text == "temperature 0.8, top-k 5, top-p 0.95, min-p 0.05, seed 3 (llama.cpp's defaults: " \
+                   "the model ships no recommendation; yours: top-k)"
 
 
 def test_generate_prints_its_settings_first_and_options_win(char_checkpoint, capsys):

@@ -30,7 +30,7 @@ from lucidlm.generate.sampling import SamplingParams
 
 # llama.cpp's common_params_sampling defaults: the "well-known safe" fallback.
 FALLBACK = {"temperature": 0.8, "top_k": 40, "top_p": 0.95, "min_p": 0.05}
-FALLBACK_SOURCE = "llama.cpp's defaults (the model ships no recommendation)"
+FALLBACK_SOURCE = "llama.cpp's defaults: the model ships no recommendation"
 
 # Recommendations from model cards, for the model assets lucidlm ships (their files carry none).
 MODEL_CARDS: dict[str, tuple[dict, str]] = {
