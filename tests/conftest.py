@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 
 def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -26,3 +28,27 @@ def pytest_configure(config) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+
+def _asset_path_or_skip(name: str, keys: tuple[str | None, ...]):
+    """The cached path of a pretrained asset's first file (all of ``keys`` fetched); the test is
+    skipped when the asset is neither cached nor reachable."""
+    from lucidlm.assets import asset_path
+
+    try:
+        return [asset_path(name, key) for key in keys][0]
+    except Exception as exc:  # offline and not cached
+        pytest.skip(f"asset {name} cannot be had (offline? set LUCIDLM_WHEELHOUSE): {exc}")
+
+
+@pytest.fixture(scope="session")
+def smollm2_path():
+    """SmolLM2-135M-Instruct's GGUF file."""
+    return _asset_path_or_skip("smollm2-135m-instruct", (None,))
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """The folder holding all-MiniLM-L6-v2's model.safetensors, config.json and tokenizer.json."""
+    return _asset_path_or_skip("all-minilm-l6-v2", ("model", "config.json", "tokenizer.json")).parent

@@ -133,43 +133,34 @@ def test_bad_checkpoints_name_the_tensor(tmp_path):
         load_bert(tmp_path / "nowhere")
 
 
-def test_embed_from_a_bert_directory(tmp_path):
+def test_embed_from_a_bert_directory(tmp_path, minilm_dir):
     """Any HF BERT directory with a tokenizer.json embeds (a tiny model with the MiniLM vocab)."""
     from lucidlm.tokenizers import load_tokenizer
 
-    vocab = load_tokenizer(_minilm_dir() / "tokenizer.json").vocab_size
+    vocab = load_tokenizer(minilm_dir / "tokenizer.json").vocab_size
     torch.manual_seed(0)
     cfg = transformers.BertConfig(vocab_size=vocab, hidden_size=16, num_hidden_layers=1,
                                   num_attention_heads=2, intermediate_size=32, max_position_embeddings=40)
     transformers.BertModel(cfg).save_pretrained(tmp_path)
-    (tmp_path / "tokenizer.json").write_bytes((_minilm_dir() / "tokenizer.json").read_bytes())
+    (tmp_path / "tokenizer.json").write_bytes((minilm_dir / "tokenizer.json").read_bytes())
     e = embed(["one", "two words", "x " * 100], model=tmp_path)  # default max_length: the 40 positions
     assert e.shape == (3, 16)
     assert torch.allclose(e.norm(dim=1), torch.ones(3))
 
 
 # --- all-MiniLM-L6-v2 -----------------------------------------------------------------------------
-def _minilm_dir() -> Path:
-    from lucidlm.assets import asset_path
-
-    try:
-        paths = [asset_path("all-minilm-l6-v2", k) for k in ("model", "config.json", "tokenizer.json")]
-    except Exception as exc:  # offline and not cached
-        pytest.skip(f"all-MiniLM-L6-v2 cannot be had (offline? set LUCIDLM_WHEELHOUSE): {exc}")
-    return paths[0].parent
 
 
 @pytest.fixture(scope="module")
-def embedder():
-    _minilm_dir()
+def embedder(minilm_dir):
     return load_embedder()
 
 
 @pytest.fixture(scope="module")
-def reference():
+def reference(minilm_dir):
     """transformers' BertModel + HF tokenizers (truncating at 256, as sentence-transformers) + pooling."""
     tokenizers = pytest.importorskip("tokenizers")
-    d = _minilm_dir()
+    d = minilm_dir
     model = transformers.BertModel.from_pretrained(d).eval()
     tok = tokenizers.Tokenizer.from_file(str(d / "tokenizer.json"))
     tok.enable_truncation(256)

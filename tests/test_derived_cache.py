@@ -35,16 +35,6 @@ SAMPLE = ("<|im_start|>user\nWhat is 12345 + 678? Café, naïve, 東京!<|im_end
 
 
 @pytest.fixture(scope="module")
-def smollm2_path():
-    from lucidlm.assets import asset_path
-
-    try:
-        return asset_path("smollm2-135m-instruct")
-    except Exception as exc:  # offline and not cached
-        pytest.skip(f"asset smollm2-135m-instruct is not available: {exc}")
-
-
-@pytest.fixture(scope="module")
 def module_home(tmp_path_factory, smollm2_path):
     """One temporary home for the SmolLM2 tests: its cache (540 MB) is built once per module."""
     home = tmp_path_factory.mktemp("home")

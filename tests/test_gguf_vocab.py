@@ -59,11 +59,6 @@ def mixed_lines() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def smollm2_path():
-    return asset("smollm2-135m-instruct", "model")
-
-
-@pytest.fixture(scope="module")
 def smollm2(smollm2_path) -> PretrainedBPETokenizer:
     return from_gguf(smollm2_path)
 

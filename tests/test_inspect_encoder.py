@@ -7,8 +7,6 @@ Needs the ``all-minilm-l6-v2`` asset and transformers; skips with the reason whe
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -23,29 +21,18 @@ MODEL = "all-minilm-l6-v2"
 TEXT = "The Eiffel Tower is in Paris."
 
 
-def _minilm_dir() -> Path:
-    from lucidlm.assets import asset_path
-
-    try:
-        paths = [asset_path(MODEL, k) for k in ("model", "config.json", "tokenizer.json")]
-    except Exception as exc:  # offline and not cached
-        pytest.skip(f"all-MiniLM-L6-v2 cannot be had (offline? set LUCIDLM_WHEELHOUSE): {exc}")
-    return paths[0].parent
-
-
 @pytest.fixture(scope="module")
-def ours():
+def ours(minilm_dir):
     from lucidlm.loading.load import load_model
 
-    _minilm_dir()
     model, tok = load_model(MODEL)
     return model.eval(), tok
 
 
 @pytest.fixture(scope="module")
-def reference():
+def reference(minilm_dir):
     """transformers' BertModel (eager attention, so it can return the weights) + HF tokenizers."""
-    d = _minilm_dir()
+    d = minilm_dir
     model = transformers.BertModel.from_pretrained(d, attn_implementation="eager").eval()
     hf_tok = tokenizers.Tokenizer.from_file(str(d / "tokenizer.json"))
     hf_tok.no_padding()  # the file pads to 128 for sentence-transformers' batches

@@ -27,16 +27,6 @@ gguf = pytest.importorskip("gguf")
 Q = gguf.GGMLQuantizationType
 
 
-@pytest.fixture(scope="module")
-def smollm2_path():
-    from lucidlm.assets import asset_path
-
-    try:
-        return asset_path("smollm2-135m-instruct")
-    except Exception as exc:  # offline and not cached
-        pytest.skip(f"asset smollm2-135m-instruct is not available: {exc}")
-
-
 # ----------------------------------------------------------------------------------------------
 # the GGUF container
 

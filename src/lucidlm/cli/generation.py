@@ -8,19 +8,9 @@ import time
 
 
 def _load(args: argparse.Namespace):
-    from lucidlm.loading.load import check_pretrained, load_model
+    from lucidlm.loading.load import load_for_generation
 
-    check_pretrained(args.model, random_init=args.random_init)
-    model, tokenizer = load_model(args.model)
-    if tokenizer is None:
-        raise ValueError(f"{args.model} has no tokenizer to turn text into ids; save the checkpoint with one")
-    if getattr(model.cfg, "arch", None) != "decoder":
-        raise ValueError(f"{args.model} is not a decoder-only language model (arch={model.cfg.arch!r}), so it "
-                         "cannot generate text; try --model smollm2-135m-instruct (see `lucidlm models`)")
-    model.eval()
-    if hasattr(model, "use_fast_decode"):  # the C one-token decode path (models/decode_fast.py)
-        model.use_fast_decode(not getattr(args, "no_fast_decode", False))
-    return model, tokenizer
+    return load_for_generation(args.model, random_init=args.random_init, fast_decode=not args.no_fast_decode)
 
 
 def _params(args: argparse.Namespace):

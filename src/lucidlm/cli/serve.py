@@ -11,18 +11,11 @@ def build_app(args: argparse.Namespace):
     """The app the command serves (separate from ``cmd_serve`` so a test can build it)."""
     from lucidlm.generate.chat import chat_template_from_option
     from lucidlm.generate.defaults import describe, model_sampling_defaults
-    from lucidlm.loading.load import check_pretrained, load_model
+    from lucidlm.loading.load import load_for_generation
     from lucidlm.serve.app import create_app
 
-    check_pretrained(args.model, random_init=getattr(args, "random_init", False))
-    template = chat_template_from_option(args.chat_template) if getattr(args, "chat_template", None) else None
-    model, tokenizer = load_model(args.model)
-    if tokenizer is None:
-        raise ValueError(f"{args.model} has no tokenizer to turn text into ids; save the checkpoint with one")
-    if getattr(model.cfg, "arch", None) != "decoder":
-        raise ValueError(f"{args.model} is not a decoder-only language model (arch={model.cfg.arch!r}); "
-                         "serve a model that generates text, e.g. smollm2-135m-instruct")
-    model.eval().use_fast_decode()  # the C one-token decode path (models/decode_fast.py)
+    template = chat_template_from_option(args.chat_template) if args.chat_template else None
+    model, tokenizer = load_for_generation(args.model, random_init=args.random_init)
     embedder, embed_name = None, None
     if args.embed_model != "none":
         from lucidlm.embeddings.sentence import load_embedder

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from functools import lru_cache
+from pathlib import Path
 
 ROLES_HINT = "each message is a dict with 'role' (system, user, assistant, ...) and 'content'"
 
@@ -134,8 +135,6 @@ CHATML_TEMPLATE = (
 
 def chat_template_from_option(value: str) -> str:
     """A ``--template``/``--chat-template`` option as a Jinja string: 'chatml' or a template file."""
-    from pathlib import Path
-
     if value == "chatml":
         return CHATML_TEMPLATE
     path = Path(value).expanduser()

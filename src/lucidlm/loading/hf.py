@@ -13,7 +13,7 @@ GPT-2's original code uses ``Conv1D`` layers, which keep weights as (in, out), t
 ``nn.Linear``'s (out, in): hence the transposes. lucidlm fuses q/k/v (and gate/up) into one
 matrix so one matmul computes them; stacking along the output dimension is exactly that fusion,
 and splitting it back undoes it on export. Everything else is a rename. BERT's table and config
-translation live in ``loading/bert.py``.
+translation live in ``loading/bert_rules.py``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lucidlm.loading import bert
+from lucidlm.loading import bert_rules as bert
 from lucidlm.loading.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,

@@ -68,6 +68,23 @@ def check_pretrained(name_or_path: str | os.PathLike, *, random_init: bool = Fal
     )
 
 
+def load_for_generation(name_or_path: str | os.PathLike, *, random_init: bool = False,
+                        fast_decode: bool = True) -> tuple[nn.Module, object]:
+    """(model, tokenizer) ready to generate text, as ``generate``, ``chat`` and ``serve`` need it:
+    not a random preset (unless ``random_init``), with a tokenizer, decoder-only, in eval mode,
+    one-token steps through the C kernels unless ``fast_decode=False``."""
+    check_pretrained(name_or_path, random_init=random_init)
+    model, tokenizer = load_model(name_or_path)
+    if tokenizer is None:
+        raise ValueError(f"{name_or_path} has no tokenizer to turn text into ids; save the checkpoint with one")
+    if getattr(model.cfg, "arch", None) != "decoder":
+        raise ValueError(f"{name_or_path} is not a decoder-only language model (arch={model.cfg.arch!r}), so it "
+                         f"cannot generate text; try {pretrained_models()[0]} (see `lucidlm models`)")
+    model.eval()
+    model.use_fast_decode(fast_decode)  # the C one-token decode path (models/decode_fast.py)
+    return model, tokenizer
+
+
 def load_model(
     name_or_path: str | os.PathLike,
     *,

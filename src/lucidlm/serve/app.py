@@ -25,7 +25,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -274,10 +274,9 @@ class _State:
         stop = () if body.stop is None else (body.stop,) if isinstance(body.stop, str) else tuple(body.stop)
         if any(not s for s in stop):
             raise APIError(400, "Stop strings must not be empty.", param="stop", code="invalid_value")
-        given = {name: getattr(body, name) for name in ("temperature", "top_k", "top_p", "min_p",
-                                                        "repetition_penalty", "frequency_penalty",
-                                                        "presence_penalty", "seed")}
-        try:  # a field the request leaves out (None) keeps the model's default
+        # every SamplingParams field is a request field; one the request leaves out (None) keeps the default
+        given = {f.name: getattr(body, f.name) for f in fields(SamplingParams)}
+        try:
             params = replace(self.sampling_defaults, **{k: v for k, v in given.items() if v is not None})
         except ValueError as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
