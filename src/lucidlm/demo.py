@@ -181,6 +181,9 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, vocab_size
     if shutil.which("lucidlm") is None:  # run as .venv/bin/lucidlm (make demo): say how to reach it
         activate = f"  source {Path(sys.prefix) / 'bin' / 'activate'}    # puts lucidlm on your PATH\n"
     best = run_dir / "best"
+    # the Explorer finds runs/demo by itself (its default models and runs); elsewhere, name them
+    explore = ("lucidlm explore" if out_dir.resolve() == Path("runs/demo").resolve()
+               else f"lucidlm explore --model {best} --model smollm2-135m-instruct --runs {out_dir}")
     print(
         "\nNext, with the model you just trained:\n"
         f"{activate}"
@@ -189,6 +192,7 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, vocab_size
         f"  lucidlm inspect walkthrough --model {best} \"To be, or not\"   # one forward pass, step by step\n"
         f"  lucidlm inspect attention --model {best} --out {out_dir / 'attention'} \"To be, or not to be\"\n"
         f"  lucidlm train --config configs/shakespeare_modern.toml   # a run of your own (README: Training)\n"
+        f"  {explore}   # the Explorer: every step above in your browser\n"
         "  make test    # the test suite; make bench  # speed against tiktoken, transformers, nanoGPT's recipe"
     )
     return {"steps": steps, "val_loss": result.val_losses[max(result.val_losses)], "plot": plot}

@@ -16,6 +16,7 @@ from lucidlm.cli import (
     data,
     demo,
     embeddings,
+    explore,
     generation,
     inspection,
     models,
@@ -31,7 +32,8 @@ __all__ = ["build_parser", "main", "positive_int"]
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lucidlm", description="Understand LLMs by running one.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in (assets, tokenizer, demo, models, inspection, embeddings, data, train, generation, serve):
+    for group in (assets, tokenizer, demo, models, inspection, embeddings, data, train, generation, serve,
+                  explore):
         group.register_cli(sub)
     return parser
 

@@ -21,7 +21,7 @@ from lucidlm.models.transformer import DecoderLM, Encoder
 from lucidlm.tokenizers import BPETokenizer, WordPieceTokenizer
 
 # What each recorded stage computes, shown beside it in the walkthrough (a decoder's, by default;
-# _equations adapts them to the model at hand).
+# stage_equations adapts them to the model at hand).
 EQUATIONS = {
     "embed.tokens": "x = W_E[ids]                      token embedding lookup",
     "embed.positions": "p = W_P[pos]                      learned position vectors",
@@ -52,7 +52,7 @@ EQUATIONS = {
 MASKED_COLOUR = "#b0b0b0"
 
 
-def _equations(cfg) -> dict[str, str]:
+def stage_equations(cfg) -> dict[str, str]:
     """EQUATIONS, with the norm, MLP and attention mask of this model spelled out."""
     eq = dict(EQUATIONS)
     norm = ("RMSNorm: x / sqrt(mean(x^2) + eps) * g" if cfg.norm == "rmsnorm"
@@ -185,7 +185,7 @@ def walkthrough(model, tokenizer, text: str, layers: int | None = 2) -> str:
                   "  bidirectional attention: each token sees every token, before and after it;",
                   "  the output is one vector per token, not a next-token prediction"]
     lines.append("")
-    equations = _equations(cfg)
+    equations = stage_equations(cfg)
     for name in trace:
         layer = int(name.split(".")[1]) if name.startswith("layers.") else None
         if layer is not None and layers is not None and layer >= layers:

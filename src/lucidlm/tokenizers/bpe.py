@@ -244,7 +244,9 @@ class BPETokenizer:
 
     # -- encoding ---------------------------------------------------------------------------------
 
-    def _priority_function(self) -> Callable[[bytes, bytes], int]:
+    def merge_priority(self) -> Callable[[bytes, bytes], int]:
+        """(left bytes, right bytes) -> the pair's merge priority, lower merges first (NO_MERGE:
+        never): the rank of the joined token in ``ranks`` mode, the merge's index in ``merges`` mode."""
         if self._pair_priority is None:
             ranks = self._encoder
             return lambda a, b: ranks.get(a + b, NO_MERGE)
@@ -269,7 +271,7 @@ class BPETokenizer:
         if (self.merges is None or self.ignore_merges) and piece in self._encoder:
             return [self._encoder[piece]]
         piece = piece.translate(None, self._missing_bytes)
-        return [self._encoder[p] for p in bpe_merge_reference(piece, self._priority_function())]
+        return [self._encoder[p] for p in bpe_merge_reference(piece, self.merge_priority())]
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Encode text, treating special-token strings as ordinary text."""

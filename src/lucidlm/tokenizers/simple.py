@@ -159,9 +159,10 @@ def tokenize_smiles(smiles: str, pattern: regex.Pattern = _SMILES_PATTERN) -> li
             pos = match.end()
         if pos < len(smiles):
             gaps.append((pos, smiles[pos:]))
-        where = ", ".join(f"{text!r} at position {i}" for i, text in gaps[:5])
+        where = ", ".join(f"{text[:20]!r} at position {i}" for i, text in gaps[:5])
+        shown = smiles if len(smiles) <= 80 else smiles[:77] + "..."  # a pasted paragraph is not repeated whole
         raise ValueError(
-            f"cannot tokenize SMILES {smiles!r}: {where} match no SMILES token (an unclosed '[', an atom "
+            f"cannot tokenize SMILES {shown!r}: {where} match no SMILES token (an unclosed '[', an atom "
             "outside the organic subset B C N O P S F Cl Br I written without brackets, or whitespace?)"
         )
     return tokens

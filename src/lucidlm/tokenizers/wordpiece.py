@@ -270,6 +270,9 @@ class WordPieceTokenizer:
         """Step 1d: split on whitespace, then isolate punctuation. "don't stop." -> don ' t stop ."""
         words = []
         for chunk in _WHITESPACE_RUN.split(normalized):
+            if chunk.isalnum():  # letters and digits only (most words): no punctuation to isolate
+                words.append(chunk)
+                continue
             start = 0
             for i, ch in enumerate(chunk):
                 if is_punctuation(ch):

@@ -1,0 +1,91 @@
+"""Take the README's Explorer screenshots (docs/images/explorer-*.png) from a real `lucidlm explore`.
+
+Run after `make demo` (so the demo's GPT, tokenizer and run are there), from the repository root:
+
+    .venv/bin/python docs/make_screenshots.py
+
+It starts `lucidlm explore` with its defaults on a free port, opens each panel in Debian's chromium
+(Playwright), does what a student would do there (runs a prompt, clicks a head, generates a few
+tokens), and saves one 1400 x 900 screenshot per panel.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from browser import launch_chromium  # noqa: E402
+
+OUT = Path(__file__).parent / "images"
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    OUT.mkdir(parents=True, exist_ok=True)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "lucidlm.cli", "explore", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in proc.stdout:
+            print(line, end="")
+            if "the explorer is at" in line:
+                break
+        url = f"http://127.0.0.1:{port}"
+        with sync_playwright() as p:
+            browser = launch_chromium(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+
+            text = quote("Tokenizers don't see letters: naïve café, 1599年, 😀\n\tdef square(x): return x ** 2")
+            page.goto(f"{url}/?panel=tokens&ttext={text}")
+            page.wait_for_selector(".tok-col[data-drawn]")
+            page.wait_for_timeout(500)
+            page.locator('.tok-col[data-tokenizer="cl100k_base"] .tok').nth(14).click()  # replay " square"
+            page.wait_for_selector(".tok-merges .merge-parts")
+            page.screenshot(path=OUT / "explorer-tokens.png")
+
+            page.goto(f"{url}/?panel=attention&model=smollm2-135m-instruct&text={quote('The capital of France is')}"
+                      "&layer=3&head=4")
+            page.wait_for_selector(".attn[data-draw-ms]")
+            page.wait_for_timeout(300)
+            page.screenshot(path=OUT / "explorer-attention.png")
+
+            page.goto(f"{url}/?panel=walkthrough&model=smollm2-135m-instruct&text={quote('The cat sat on the')}")
+            page.wait_for_selector("math")
+            page.wait_for_timeout(300)
+            page.locator("text=attention scores").first.scroll_into_view_if_needed()
+            page.screenshot(path=OUT / "explorer-walkthrough.png")
+
+            page.goto(f"{url}/?panel=next&model=smollm2-135m-instruct&text={quote('The capital of France is')}"
+                      "&temp=0.7&topp=0.9")
+            page.wait_for_selector("text=greedy next")
+            page.wait_for_timeout(500)
+            page.get_by_role("button", name="generate 10").click()
+            page.wait_for_timeout(6000)
+            page.screenshot(path=OUT / "explorer-next.png")
+
+            page.goto(f"{url}/?panel=embeddings")  # embeds its example sentences on opening
+            page.wait_for_selector("svg circle")
+            page.wait_for_timeout(300)
+            page.screenshot(path=OUT / "explorer-embeddings.png")
+
+            page.goto(f"{url}/?panel=runs&run=runs/demo/gpt")
+            page.wait_for_selector(".runs-panel[data-points]")
+            page.wait_for_timeout(500)
+            page.screenshot(path=OUT / "explorer-runs.png")
+            browser.close()
+    finally:
+        proc.terminate()
+        proc.wait()
+    for path in sorted(OUT.glob("explorer-*.png")):
+        print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""The Explorer's web app: the page (``static/``) and the JSON API it draws from.
+
+    GET  /                          the page (plain ES modules, nothing fetched from elsewhere)
+    GET  /api/info                  models, tokenizers, runs, corpus and limits this explorer was given
+    POST /api/tokens                {tokenizer | tokenizers, text, chat?} -> the tokens: ids, spans, bytes
+    GET  /api/merges                ?tokenizer=&id=                  -> the BPE merges that build one token
+    POST /api/trace                 {model, text, chat?}             -> a trace's tokens and shape (+ next token)
+    GET  /api/attention/grid        ?trace=                          -> every layer x head as a thumbnail
+    GET  /api/attention/head        ?trace=&layer=&head=             -> one head's full weights
+    GET  /api/lens                  ?trace=&last=                    -> the logit lens, after attn and MLP
+    GET  /api/walkthrough           ?trace=&layer=&head=             -> every stage of one layer
+    POST /api/step                  {model, ids}                     -> next-token logits after ids
+    GET  /api/source                ?file=                           -> one of lucidlm's own source files
+    POST /api/embeddings            {sentences}                      -> cosine matrix, PCA map, neighbours
+    GET  /api/runs                                                   -> the training runs found
+    GET  /api/runs/metrics          ?run=&since=                     -> a run's metrics records
+
+Tensors travel as ``{"dtype", "shape", "b64"}`` (``forward.tensor_json``). Errors are
+``{"error": {"message"}}``: 400 for a bad request (an empty or over-long prompt), 404 for a name
+this explorer was not given, 413 for a body over the limit. The routes are plain ``def``s:
+FastAPI runs them on its thread pool, and the workspace's lock lets one compute at a time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from lucidlm.explorer import forward, tokens
+from lucidlm.explorer.embedding_map import sentence_map
+from lucidlm.explorer.sources import read_source
+from lucidlm.explorer.workspace import Workspace
+from lucidlm.inspection.walkthrough import model_kind, token_labels
+from lucidlm.serve.errors import BodySizeLimit
+
+STATIC = Path(__file__).parent / "static"
+MAX_BODY_BYTES = 1 << 20
+
+
+class TokensRequest(BaseModel):
+    tokenizer: str | None = None  # one tokenizer: its answer
+    tokenizers: list[str] | None = Field(None, max_length=32)  # several: {"results": [answer or error, ...]}
+    text: str
+    chat: bool = False  # the text as one user message, through the chat template (as the server does)
+
+
+class TraceRequest(BaseModel):
+    model: str
+    text: str
+    chat: bool = False
+
+
+class StepRequest(BaseModel):
+    model: str
+    ids: list[int] = Field(max_length=8192)
+
+
+class EmbeddingsRequest(BaseModel):
+    sentences: list[str] = Field(max_length=256)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"message": message}}, status_code=status)
+
+
+def create_app(workspace: Workspace) -> FastAPI:
+    """The Explorer over ``workspace`` (run it with uvicorn; ``lucidlm explore`` does)."""
+    ws = workspace
+    app = FastAPI(title="lucidlm explorer", docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(BodySizeLimit, max_bytes=MAX_BODY_BYTES)
+    app.state.workspace = ws
+
+    @app.exception_handler(ValueError)
+    async def _bad_request(request: Request, exc: ValueError):
+        return _error(400, str(exc))
+
+    @app.exception_handler(LookupError)
+    async def _unknown(request: Request, exc: LookupError):
+        return _error(404, str(exc.args[0]) if exc.args else "not found")
+
+    @app.exception_handler(FileNotFoundError)
+    async def _missing(request: Request, exc: FileNotFoundError):
+        return _error(404, str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError):
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        return _error(400, f"invalid request: {where}: {first.get('msg', 'bad value')}")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return _error(exc.status_code, f"{exc.detail}: {request.method} {request.url.path}")
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+
+    @app.get("/api/info")
+    def info() -> dict:
+        return {"models": ws.models_info(), "tokenizers": ws.tokenizer_names(), "runs": ws.runs_info(),
+                "corpus": ws.corpus_path.name if ws.corpus_path else None, "embed_model": ws.embed_model,
+                "limits": {"max_chars": ws.max_chars, "max_tokens": ws.max_tokens}}
+
+    def tokenize(name: str, body: TokensRequest) -> dict:
+        tok = ws.tokenizer(name)
+        text = body.text
+        if body.chat:
+            text = tokens.chat_prompt(tok, [{"role": "user", "content": body.text}], None)
+        spans = tokens.token_spans(tok, text, add_special=not body.chat)  # a loaded tokenizer: no lock needed
+        return {"tokenizer": name, "text": text, "count": len(spans["ids"]), "chars": len(text),
+                "bytes": len(text.encode("utf-8", "surrogatepass")), "bpe": hasattr(tok, "merge_priority"), **spans}
+
+    @app.post("/api/tokens")
+    def token_spans(body: TokensRequest):
+        if len(body.text) > ws.max_chars:
+            raise ValueError(f"the text has {len(body.text):,} characters; the tokens panel takes at most "
+                             f"{ws.max_chars:,}")
+        if (body.tokenizer is None) == (body.tokenizers is None):
+            raise ValueError("name one tokenizer (tokenizer) or several (tokenizers)")
+        if body.tokenizer is not None:
+            return JSONResponse(tokenize(body.tokenizer, body))  # JSONResponse: no re-encoding of the columns
+        results = []
+        for name in body.tokenizers:  # one tokenizer's mistake (no chat template) leaves the others' answers
+            try:
+                results.append(tokenize(name, body))
+            except (ValueError, LookupError) as exc:
+                results.append({"tokenizer": name, "error": {"message": str(exc.args[0]) if exc.args else str(exc)}})
+        return JSONResponse({"results": results})
+
+    @app.get("/api/merges")
+    def merges(tokenizer: str, id: int) -> dict:
+        return tokens.merge_steps(ws.tokenizer(tokenizer), id)
+
+    @app.post("/api/trace")
+    def trace(body: TraceRequest) -> dict:
+        ids = ws.prompt_ids(body.model, body.text, chat=body.chat)
+        rec = ws.trace(body.model, ids)
+        model, tokenizer = ws.model(body.model)
+        out = rec.meta(model)
+        if rec.last_logits is not None:
+            out["next"] = forward.next_token(rec.last_logits, tokenizer)
+        return out
+
+    @app.get("/api/attention/grid")
+    def attention_grid(trace: str) -> dict:
+        return forward.attention_grid(ws.cached_trace(trace))
+
+    @app.get("/api/attention/head")
+    def attention_head(trace: str, layer: int, head: int) -> dict:
+        return forward.attention_head(ws.cached_trace(trace), layer, head)
+
+    @app.get("/api/lens")
+    def lens(trace: str, last: int = 16) -> dict:
+        rec = ws.cached_trace(trace)
+        model, tokenizer = ws.model(rec.model)
+        with ws.lock:
+            key = max(1, min(last, len(rec.ids), 64))
+            if key not in rec.lens_cache:  # switching panels asks again; the answer does not change
+                rec.lens_cache[key] = forward.logit_lens(model, tokenizer, rec, last)
+            return rec.lens_cache[key]
+
+    @app.get("/api/walkthrough")
+    def walkthrough(trace: str, layer: int = 0, head: int = 0) -> dict:
+        rec = ws.cached_trace(trace)
+        model, tokenizer = ws.model(rec.model)
+        with ws.lock:
+            return forward.walkthrough(model, tokenizer, rec.ids, layer, head)
+
+    @app.post("/api/step")
+    def step(body: StepRequest) -> dict:
+        model, tokenizer = ws.model(body.model)
+        if not body.ids:
+            raise ValueError("no ids: give the prompt's token ids")
+        limit = min(ws.max_tokens, model.cfg.max_seq_len)
+        if len(body.ids) > limit:
+            raise ValueError(f"{len(body.ids)} tokens; the model's context here is {limit}: start a shorter branch")
+        if any(not 0 <= i < model.cfg.vocab_size for i in body.ids):
+            raise ValueError(f"token ids must be in 0..{model.cfg.vocab_size - 1}")
+        if model_kind(model) != "decoder":
+            raise ValueError(f"{body.model} is an encoder: it predicts no next token, so it cannot generate")
+        with ws.lock:
+            logits = forward.step_logits(model, body.ids)
+        out = forward.next_token(logits, tokenizer)
+        # the ids sent are labelled too, so a token sampled from outside the top 100 gets its text
+        unique = list(dict.fromkeys(body.ids))
+        out["labels"].update({str(i): s for i, s in zip(unique, token_labels(tokenizer, unique))})
+        return out
+
+    @app.get("/api/source")
+    def source(file: str) -> dict:
+        return read_source(file)
+
+    @app.post("/api/embeddings")
+    def embeddings(body: EmbeddingsRequest) -> dict:
+        with ws.lock:
+            return sentence_map(ws.embedder(), body.sentences, ws.corpus())
+
+    @app.get("/api/runs")
+    def runs() -> dict:
+        return {"runs": ws.runs_info()}
+
+    @app.get("/api/runs/metrics")
+    def run_metrics(run: str, since: int = 0) -> dict:
+        return ws.run_metrics(run, since)
+
+    return app

@@ -1,0 +1,418 @@
+"""The Explorer's JSON API, checked against independent references: tiktoken's ids and ranks, the
+model's own forward pass and ``Trace``, the OpenAI-compatible server's ``usage``, hand-computed
+pooling, softmax and PCA. The browser tests (tests/test_explorer_*_browser.py) check the pages."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("fastapi")
+from fastapi.testclient import TestClient  # noqa: E402
+
+from lucidlm.explorer.app import MAX_BODY_BYTES, create_app  # noqa: E402
+from lucidlm.explorer.tokens import expand  # noqa: E402
+from lucidlm.explorer.workspace import Workspace  # noqa: E402
+from lucidlm.inspection import Trace  # noqa: E402
+
+SMOL, MINILM = "smollm2-135m-instruct", "all-minilm-l6-v2"
+
+
+def tiktoken_encoding(name: str):
+    """tiktoken's Encoding over the cached rank file (tiktoken's own download needs the internet)."""
+    tiktoken = pytest.importorskip("tiktoken")
+    from lucidlm.assets import asset_path
+    from lucidlm.tokenizers.formats import TIKTOKEN_ENCODINGS, read_tiktoken_ranks
+
+    known = TIKTOKEN_ENCODINGS[name]
+    return tiktoken.Encoding(name, pat_str=known["pattern"], mergeable_ranks=read_tiktoken_ranks(asset_path(name)),
+                             special_tokens=known["special_tokens"])
+
+
+def tokens_of(client, **body) -> dict:
+    """POST /api/tokens, its columns expanded to one dict per token (as the page does)."""
+    r = client.post("/api/tokens", json=body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    out["tokens"] = expand(out, out["text"])
+    return out
+
+
+def tensor(obj: dict) -> np.ndarray:
+    """Decode a {"dtype", "shape", "b64"} tensor the way the page does (little-endian, C order)."""
+    code = {"float32": "<f4", "float16": "<f2", "uint8": "u1", "int32": "<i4"}[obj["dtype"]]
+    return np.frombuffer(base64.b64decode(obj["b64"]), dtype=code).reshape(obj["shape"])
+
+
+@pytest.fixture(scope="module")
+def runs_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    run = root / "tiny"
+    run.mkdir()
+    lines = [{"step": s, "split": "train", "loss": 4.0 - s / 100, "lr": 1e-3} for s in range(0, 50, 10)]
+    lines.append({"step": 40, "split": "val", "loss": 3.7})
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    (root / "empty").mkdir()
+    (root / "empty" / "config.json").write_text("{}")
+    (root / "empty" / "last").mkdir()
+    return root
+
+
+@pytest.fixture(scope="module")
+def ws(smollm2_path, minilm_dir, runs_dir):
+    return Workspace([SMOL, MINILM], runs=[str(runs_dir)], max_tokens=512, max_chars=5000)
+
+
+@pytest.fixture(scope="module")
+def client(ws):
+    return TestClient(create_app(ws))
+
+
+@pytest.fixture(scope="module")
+def traced(client):
+    r = client.post("/api/trace", json={"model": SMOL, "text": "The capital of France is"})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# -- tokens --------------------------------------------------------------------------------------
+
+def test_token_spans_match_tiktoken_and_cover_the_text(client):
+    enc = tiktoken_encoding("o200k_base")
+    text = "Hello 🤔 world,\n\tnaïve 1599年 «Roméo»"
+    body = tokens_of(client, tokenizer="o200k_base", text=text)
+    assert [t["id"] for t in body["tokens"]] == enc.encode(text)
+    assert body["count"] == len(enc.encode(text))
+    raw = b"".join(bytes.fromhex(t["hex"]) if t["hex"] else t["text"].encode() for t in body["tokens"])
+    assert raw == text.encode("utf-8")
+    units = text.encode("utf-16-le")  # spans count UTF-16 units, as the page's JavaScript does
+
+    def span(t):
+        return units[2 * t["start"]:2 * t["end"]].decode("utf-16-le")
+
+    for t in body["tokens"]:
+        piece = enc.decode_single_token_bytes(t["id"])
+        assert (bytes.fromhex(t["hex"]) if t["hex"] else t["text"].encode()) == piece
+        try:
+            assert t["text"] == piece.decode("utf-8")
+            assert span(t) == t["text"]  # a whole-character token: its exact span
+        except UnicodeDecodeError:
+            assert t["text"] is None  # part of a character: bytes, never U+FFFD
+            assert span(t) in ("🤔", " 🤔", "年")  # the character it holds part of
+
+
+def test_chat_mode_count_equals_the_servers_usage(client, ws):
+    from lucidlm.serve.app import create_app as create_server
+
+    question = "What is the capital of France?"
+    body = tokens_of(client, tokenizer=SMOL, text=question, chat=True)
+    assert body["text"].startswith("<|im_start|>system") and body["text"].endswith("<|im_start|>assistant\n")
+    assert body["tokens"][0]["special"] and body["tokens"][0]["text"] == "<|im_start|>"
+    model, tokenizer = ws.model(SMOL)
+    with TestClient(create_server(model, tokenizer, model_name=SMOL)) as server:
+        r = server.post("/v1/chat/completions", json={"model": SMOL, "max_tokens": 1,
+                                                       "messages": [{"role": "user", "content": question}]})
+    assert r.status_code == 200, r.text
+    assert body["count"] == r.json()["usage"]["prompt_tokens"]
+
+
+def test_chat_mode_without_a_template_is_a_clear_400(client):
+    r = client.post("/api/tokens", json={"tokenizer": "cl100k_base", "text": "hi", "chat": True})
+    assert r.status_code == 400 and "chat template" in r.json()["error"]["message"]
+
+
+def test_several_tokenizers_in_one_request_each_with_its_own_answer_or_error(client):
+    body = client.post("/api/tokens", json={"tokenizers": ["gpt2", "cl100k_base", "nope"], "text": "Hi there",
+                                            "chat": False}).json()
+    alone = client.post("/api/tokens", json={"tokenizer": "cl100k_base", "text": "Hi there"}).json()
+    assert [r["tokenizer"] for r in body["results"]] == ["gpt2", "cl100k_base", "nope"]
+    assert body["results"][1] == alone
+    assert "unknown tokenizer" in body["results"][2]["error"]["message"]
+    chat = client.post("/api/tokens", json={"tokenizers": [SMOL, "gpt2"], "text": "Hi", "chat": True}).json()
+    assert chat["results"][0]["count"] > 10 and "chat template" in chat["results"][1]["error"]["message"]
+    r = client.post("/api/tokens", json={"text": "Hi"})
+    assert r.status_code == 400 and "tokenizer" in r.json()["error"]["message"]
+
+
+def test_wordpiece_tokens_are_pieces_with_cls_and_sep(client):
+    body = tokens_of(client, tokenizer=MINILM, text="Tokenization rocks")
+    pieces = [t["text"] for t in body["tokens"]]
+    assert pieces[0] == "[CLS]" and pieces[-1] == "[SEP]" and "##ization" in pieces
+    assert body["tokens"][0]["special"] and not body["bpe"]
+
+
+def test_merge_replay_follows_tiktokens_ranks(client):
+    enc = tiktoken_encoding("cl100k_base")
+    word = next(w for w in [b" tokenization", b" international", b" understanding", b" information"]
+                if len(enc.encode(w.decode())) == 1)
+    token = enc.encode_single_token(word)
+    body = client.get("/api/merges", params={"tokenizer": "cl100k_base", "id": token}).json()
+    assert body["final"] == [word.hex(" ")]
+    ranks = [s["rank"] for s in body["steps"]]
+    assert ranks == sorted(ranks)  # merges apply in rank order
+    for step in body["steps"]:
+        parts = [bytes.fromhex(p) for p in step["parts"]]
+        merged = parts[step["merge"]] + parts[step["merge"] + 1]
+        assert enc.encode_single_token(merged) == step["rank"]  # tiktoken: a token's rank is its id
+    assert len(body["steps"]) == len(word) - 1
+
+
+def test_merges_refuse_specials_and_wordpiece(client, ws):
+    r = client.get("/api/merges", params={"tokenizer": MINILM, "id": 101})
+    assert r.status_code == 400 and "BPE" in r.json()["error"]["message"]
+    im_start = ws.tokenizer(SMOL).special_tokens["<|im_start|>"]
+    r = client.get("/api/merges", params={"tokenizer": SMOL, "id": im_start})
+    assert r.status_code == 400 and "special" in r.json()["error"]["message"]
+
+
+# -- one traced forward pass -------------------------------------------------------------------
+
+def test_trace_meta_and_next_token_logits_equal_the_model(traced, ws):
+    model, tokenizer = ws.model(SMOL)
+    assert traced["labels"] == [" capital", " of", " France", " is"][-4:] or traced["labels"][0] == "The"
+    assert (traced["n_layer"], traced["n_head"], traced["kv_heads"], traced["causal"]) == (30, 9, 3, True)
+    with torch.inference_mode():
+        logits = model(torch.tensor([traced["ids"]]))[0, -1].float().numpy()
+    got = tensor(traced["next"]["logits"])
+    np.testing.assert_allclose(got, logits, rtol=1e-4, atol=1e-4)
+    best = int(logits.argmax())
+    assert traced["next"]["labels"][str(best)] == tokenizer.decode([best]) == " Paris"
+
+
+def test_attention_head_and_grid_equal_the_trace(client, traced, ws):
+    model, _ = ws.model(SMOL)
+    trace = Trace(keep=["attn.weights"])
+    with torch.inference_mode():
+        model(torch.tensor([traced["ids"]]), trace=trace)
+    want = trace["layers.29.attn.weights"][0, 4].numpy()  # (T, T)
+    head = client.get("/api/attention/head", params={"trace": traced["trace"], "layer": -1, "head": 4}).json()
+    assert (head["layer"], head["head"]) == (29, 4)
+    got = tensor(head["weights"]).astype(np.float32)
+    np.testing.assert_allclose(got, want, atol=1e-3)  # float16 on the wire
+    np.testing.assert_allclose(got.sum(1), 1.0, atol=5e-3)
+    assert np.all(np.triu(got, 1) == 0)  # causal: nothing above the diagonal
+
+    grid = client.get("/api/attention/grid", params={"trace": traced["trace"]}).json()
+    T = len(traced["ids"])
+    thumbs = tensor(grid["thumbs"])
+    assert thumbs.shape == (30, 9, T, T) and grid["size"] == T  # short prompt: one cell per token
+    np.testing.assert_allclose(thumbs[29, 4] / 255, want, atol=1 / 255 + 1e-3)
+
+
+def test_attention_grid_max_pools_long_prompts(client, ws):
+    text = " ".join(["word"] * 100)
+    meta = client.post("/api/trace", json={"model": SMOL, "text": text}).json()
+    T = len(meta["ids"])
+    grid = client.get("/api/attention/grid", params={"trace": meta["trace"]}).json()
+    head = tensor(client.get("/api/attention/head", params={"trace": meta["trace"], "layer": 3, "head": 0})
+                  .json()["weights"]).astype(np.float32)
+    n = grid["size"]
+    assert n == 32 and T > n
+    cells = tensor(grid["thumbs"])[3, 0]
+    for i, j in [(0, 0), (5, 2), (31, 31), (31, 0)]:  # adaptive pooling: block [floor(i*T/n), ceil((i+1)*T/n))
+        r0, r1 = (i * T) // n, -((-(i + 1) * T) // n)
+        c0, c1 = (j * T) // n, -((-(j + 1) * T) // n)
+        assert abs(cells[i, j] / 255 - head[r0:r1, c0:c1].max()) <= 1 / 255 + 1e-3
+
+
+def test_logit_lens_reads_the_residual_stream_through_the_head(client, traced, ws):
+    model, _ = ws.model(SMOL)
+    lens = client.get("/api/lens", params={"trace": traced["trace"], "last": 2}).json()
+    assert len(lens["rows"]) == 60 and lens["positions"] == [len(traced["ids"]) - 2, len(traced["ids"]) - 1]
+    trace = Trace(keep=["resid"])
+    with torch.inference_mode():
+        model(torch.tensor([traced["ids"]]), trace=trace)
+        for row in (lens["rows"][10], lens["rows"][-1]):  # layer 5 after attention; the output
+            x = trace[f"layers.{row['layer']}.{row['after']}.resid"][0, -2:]
+            probs = torch.softmax(model.lm_head(model.norm(x)).float(), -1)  # by hand
+            assert row["ids"] == probs.argmax(-1).tolist()
+            np.testing.assert_allclose(row["p"], probs.max(-1).values.numpy(), rtol=1e-4)
+    logits = tensor(traced["next"]["logits"])
+    assert lens["final_ids"][-1] == int(logits.argmax())
+    assert lens["rows"][-1]["p_final"] == lens["rows"][-1]["p"]  # the output's top token is the answer
+    assert lens["labels"][str(lens["final_ids"][-1])] == " Paris"
+
+
+def test_walkthrough_stages_equal_the_trace_and_point_at_the_source(client, traced, ws):
+    from lucidlm.explorer.sources import PACKAGE
+
+    model, _ = ws.model(SMOL)
+    body = client.get("/api/walkthrough", params={"trace": traced["trace"], "layer": 2, "head": 1}).json()
+    trace = Trace()
+    with torch.inference_mode():
+        model(torch.tensor([traced["ids"]]), trace=trace)
+    want = [n for n in trace if not n.startswith("layers.") or n.startswith("layers.2.")]
+    assert [s["name"] for s in body["stages"]] == want
+    for s in body["stages"]:
+        t = trace[s["name"]]
+        assert s["shape"] == list(t.shape)
+        window = t[0, 1] if s["per_head"] else t[0]
+        expect = window[s["rows"]][:, s["cols"]].float().numpy()
+        got = np.array([[-np.inf if v is None else v for v in row] for row in s["values"]])  # masked: null
+        np.testing.assert_allclose(got, expect, atol=1e-4, rtol=1e-4)
+        assert s["equation"].startswith("<math") and s["source"], s["name"]
+        for src in s["source"]:
+            lines = (PACKAGE / src["file"]).read_text().splitlines()
+            assert src["start"] <= (src["highlight"] or src["start"]) <= src["end"] <= len(lines)
+            if src["highlight"]:
+                assert "trace.record(" in lines[src["highlight"] - 1]
+    q = next(s for s in body["stages"] if s["stage"] == "attn.q")
+    assert any(src["function"] == "RotaryEmbedding.forward" for src in q["source"])  # SmolLM2 rotates q, k
+
+
+def test_source_serves_only_lucidlms_python_files(client):
+    ok = client.get("/api/source", params={"file": "nn/attention.py"}).json()
+    assert any("def attention_reference" in line for line in ok["lines"])
+    for bad in ["../../../etc/passwd", "/etc/passwd", "data/tinyshakespeare.txt", "explorer/static/app.js"]:
+        r = client.get("/api/source", params={"file": bad})
+        assert r.status_code == 404 and "lucidlm" in r.json()["error"]["message"], bad
+
+
+def test_encoder_trace_is_bidirectional_and_has_no_lens(client):
+    meta = client.post("/api/trace", json={"model": MINILM, "text": "The cat sat"}).json()
+    assert meta["kind"] == "encoder" and not meta["causal"] and "next" not in meta
+    assert meta["labels"] == ["[CLS]", "the", "cat", "sat", "[SEP]"]
+    head = tensor(client.get("/api/attention/head", params={"trace": meta["trace"], "layer": 0, "head": 0})
+                  .json()["weights"]).astype(np.float32)
+    assert np.all(head[np.triu_indices(len(head), 1)] > 0)  # every token looks ahead too
+    r = client.get("/api/lens", params={"trace": meta["trace"]})
+    assert r.status_code == 400 and "encoder" in r.json()["error"]["message"]
+    stages = client.get("/api/walkthrough", params={"trace": meta["trace"]}).json()["stages"]
+    assert stages[-1]["name"] == "hidden" and "embed.token_types" in [s["name"] for s in stages]
+
+
+def test_step_gives_the_next_logits_after_any_ids(client, ws, traced):
+    model, _ = ws.model(SMOL)
+    ids = traced["ids"] + [7042]  # ... is Paris
+    body = client.post("/api/step", json={"model": SMOL, "ids": ids}).json()
+    with torch.inference_mode():
+        want = model(torch.tensor([ids]))[0, -1].float().numpy()
+    np.testing.assert_allclose(tensor(body["logits"]), want, rtol=1e-4, atol=1e-4)
+    rare = 40000  # far outside the top 100: sent ids are labelled too, so a sampled rare token has its text
+    body = client.post("/api/step", json={"model": SMOL, "ids": ids + [rare]}).json()
+    assert body["labels"][str(rare)] == ws.model(SMOL)[1].decode([rare]) and body["labels"]["7042"] == " Paris"
+
+
+# -- embeddings and runs -------------------------------------------------------------------------
+
+def test_embedding_map_cosines_and_pca(client):
+    from lucidlm import embed
+
+    sentences = ["A cat sits on the mat.", "A kitten is sitting on a rug.", "Stocks fell sharply today."]
+    body = client.post("/api/embeddings", json={"sentences": sentences}).json()
+    e = embed(sentences).double().numpy()
+    np.testing.assert_allclose(np.array(body["cosine"]), e @ e.T, atol=1e-4)
+    c = e - e.mean(0)
+    u, s, vt = np.linalg.svd(c, full_matrices=False)
+    xy = np.array(body["xy"])
+    for axis in range(2):  # a principal axis is defined up to its sign
+        want = c @ vt[axis]
+        np.testing.assert_allclose(np.abs(xy[:, axis]), np.abs(want), atol=1e-4)
+    np.testing.assert_allclose(body["explained"], (s**2 / (s**2).sum())[:2], atol=1e-6)
+    assert body["cosine"][0][1] > body["cosine"][0][2]  # cats closer to kittens than to stocks
+
+
+def test_runs_and_their_metrics(client):
+    runs = {r["name"]: r for r in client.get("/api/runs").json()["runs"]}
+    assert set(runs) == {next(n for n in runs if n.endswith("/tiny")), next(n for n in runs if n.endswith("/empty"))}
+    tiny = next(n for n in runs if n.endswith("/tiny"))
+    body = client.get("/api/runs/metrics", params={"run": tiny}).json()
+    assert body["total"] == 6 and body["records"][-1] == {"step": 40, "split": "val", "loss": 3.7}
+    later = client.get("/api/runs/metrics", params={"run": tiny, "since": 4}).json()
+    assert len(later["records"]) == 2
+    empty = next(n for n in runs if n.endswith("/empty"))
+    r = client.get("/api/runs/metrics", params={"run": empty})
+    assert r.status_code == 404 and "metrics.jsonl" in r.json()["error"]["message"]
+
+
+# -- bad input: a clear message, and the app keeps working ---------------------------------------
+
+@pytest.mark.parametrize("body, status, words", [
+    ({"model": SMOL, "text": ""}, 400, "empty"),
+    ({"model": SMOL, "text": "  \n"}, 400, "empty"),
+    ({"model": SMOL, "text": "x" * 6000}, 400, "characters"),
+    ({"model": SMOL, "text": "word " * 600}, 400, "tokens"),
+    ({"model": "gpt2", "text": "hi"}, 404, "unknown model"),
+    ({"model": "/etc/passwd", "text": "hi"}, 404, "unknown model"),
+    ({"text": "hi"}, 400, "model"),
+])
+def test_bad_trace_requests_get_a_clear_message(client, body, status, words):
+    r = client.post("/api/trace", json=body)
+    assert r.status_code == status and words in r.json()["error"]["message"]
+    assert client.post("/api/trace", json={"model": SMOL, "text": "Hello"}).status_code == 200
+
+
+def test_limits_on_tokens_steps_and_body_size(client):
+    r = client.post("/api/tokens", json={"tokenizer": "gpt2", "text": "a" * 5001})
+    assert r.status_code == 400 and "at most 5,000" in r.json()["error"]["message"]
+    r = client.post("/api/tokens", json={"tokenizer": "/etc/passwd", "text": "a"})
+    assert r.status_code == 404 and "unknown tokenizer" in r.json()["error"]["message"]
+    r = client.post("/api/step", json={"model": SMOL, "ids": [10**9]})
+    assert r.status_code == 400 and "token ids" in r.json()["error"]["message"]
+    r = client.post("/api/step", json={"model": SMOL, "ids": [1] * 600})
+    assert r.status_code == 400 and "context" in r.json()["error"]["message"]
+    r = client.post("/api/tokens", content=b"{" + b" " * (MAX_BODY_BYTES + 1) + b"}",
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    r = client.get("/api/attention/grid", params={"trace": "nope"})
+    assert r.status_code == 404 and "run the prompt again" in r.json()["error"]["message"]
+    r = client.get("/api/attention/head", params={"trace": "nope", "layer": 0, "head": 0})
+    assert r.status_code == 404
+
+
+def test_workspace_refuses_what_it_cannot_open(tmp_path):
+    with pytest.raises(ValueError, match="architecture preset"):
+        Workspace(["gpt2"])
+    with pytest.raises(ValueError, match="neither a model asset"):
+        Workspace([str(tmp_path / "missing")])
+    with pytest.raises(FileNotFoundError, match="run folder"):
+        Workspace([SMOL], runs=[str(tmp_path / "none")])
+    with pytest.raises(FileNotFoundError, match="corpus"):
+        Workspace([SMOL], corpus=str(tmp_path / "none.txt"))
+
+
+def test_a_gpt2_style_checkpoint_walks_through_learned_positions_layernorm_and_gelu(tmp_path):
+    """The third family: learned positions, LayerNorm with biases, a GELU MLP (GPT-2's choices),
+    from a lucidlm checkpoint directory, as the demo's or a user's own model arrives."""
+    from lucidlm.loading.checkpoint import save_checkpoint
+    from lucidlm.models import DecoderLM, ModelConfig
+    from lucidlm.tokenizers import train_bpe
+    from lucidlm.tokenizers.corpus import tiny_shakespeare
+
+    torch.manual_seed(0)
+    tok = train_bpe(tiny_shakespeare()[:20_000], 300, pattern="gpt2")
+    cfg = ModelConfig(vocab_size=300, n_layer=2, n_head=4, n_embd=32, max_seq_len=64, positions="learned",
+                      norm="layernorm", mlp="mlp", activation="gelu_tanh", bias=True)
+    save_checkpoint(DecoderLM(cfg).eval(), tmp_path / "gpt", tok)
+    client = TestClient(create_app(Workspace([str(tmp_path / "gpt")])))
+    meta = client.post("/api/trace", json={"model": str(tmp_path / "gpt"), "text": "To be, or not"}).json()
+    body = client.get("/api/walkthrough", params={"trace": meta["trace"], "layer": 1}).json()
+    stages = {s["stage"]: s for s in body["stages"]}
+    assert "embed.positions" in stages and stages["embed.positions"]["shape"][-1] == 32
+    assert "LayerNorm" not in stages["attn.norm"]["equation"] and "var" in stages["attn.norm"]["equation"]
+    assert "gelu_tanh" in stages["mlp.act"]["equation"] and "RoPE" not in stages["attn.q"]["equation"]
+    assert all(src["function"] != "RotaryEmbedding.forward" for src in stages["attn.q"]["source"])
+    assert any(src["function"] == "MLP.forward" for src in stages["mlp.act"]["source"])
+    lens = client.get("/api/lens", params={"trace": meta["trace"]}).json()
+    assert len(lens["rows"]) == 4
+
+
+def test_corpus_neighbours_equal_lucidlms_search(tmp_path, minilm_dir, smollm2_path):
+    from lucidlm.embeddings.search import search_file
+
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("The kitten naps in the sun.\n\nInterest rates went up again.\nIt is raining in Paris.\n"
+                      "Dogs love to play fetch.\n")
+    client = TestClient(create_app(Workspace([SMOL], corpus=str(corpus))))
+    assert client.get("/api/info").json()["corpus"] == "lines.txt"
+    sentences = ["A cat sleeping", "The bank raised rates"]
+    body = client.post("/api/embeddings", json={"sentences": sentences}).json()
+    for sentence, got in zip(sentences, body["neighbours"]):
+        want = search_file(corpus, sentence, top=3)
+        assert [(n["text"], n["line"]) for n in got] == [(h.text, h.line) for h in want]
+        np.testing.assert_allclose([n["score"] for n in got], [h.score for h in want], atol=1e-4)
+    assert body["neighbours"][0][0]["line"] == 1 and body["neighbours"][1][0]["line"] == 3
