@@ -3,7 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
-  applyMerge, countLine, decodeUTF8, expandTokens, hexToBytes, partLabel, rowEnds, textHex, tokenDiff, tokenInfo,
+  applyMerge, countLine, decodeUTF8, expandTokens, hexToBytes, partLabel, textHex, tokenDiff, tokenInfo,
   tokenLabel, visibleLines,
 } from "../../src/lucidlm/explorer/static/lib/spans.js";
 
@@ -71,15 +71,6 @@ test("applyMerge joins the pair at the index (the step's result)", () => {
   assert.deepEqual(applyMerge(["61", "62", "63"], 1), ["61", "62 63"]);
   assert.throws(() => applyMerge(["61"], 0), RangeError);
   assert.throws(() => applyMerge(["61", "62"], -1), RangeError);
-});
-
-test("rowEnds cuts after line ends and after max tokens", () => {
-  const t = (text) => ({ text });
-  assert.deepEqual(rowEnds([t("a\n"), t("b"), t("c")], 10), [1, 3]);
-  assert.deepEqual(rowEnds([t("a"), t("b"), t("c"), t("d"), t("e")], 2), [2, 4, 5]);
-  assert.deepEqual(rowEnds([t("a"), t("\n"), t(null), t(".\n\n")], 10), [2, 4]);
-  assert.deepEqual(rowEnds([t("x\ny"), t("z")], 10), [2]); // a newline inside a token, not at its end: no cut
-  assert.deepEqual(rowEnds([], 10), []);
 });
 
 test("expandTokens: a token not in `other` is a slice of the text (UTF-16 offsets, as the API sends)", () => {

@@ -20,7 +20,7 @@ from lucidlm.tokenizers import BPETokenizer, WordPieceTokenizer
 from lucidlm.tokenizers.bpe import NO_MERGE, bpe_merge_reference
 
 
-def _utf16_index(text: str) -> list[int]:
+def _utf16_index(text: str) -> np.ndarray:
     """byte offset -> offset in UTF-16 code units of the character that byte belongs to, one entry
     per UTF-8 byte plus the end. The page is JavaScript, whose strings count UTF-16 units (an emoji
     is 2), so spans are sent in those: ``_utf16_index("aé😀")`` = [0, 1, 1, 2, 2, 2, 2, 4].
@@ -28,7 +28,7 @@ def _utf16_index(text: str) -> list[int]:
     code_points = np.frombuffer(text.encode("utf-32-le", "surrogatepass"), dtype="<u4")
     n_bytes = 1 + (code_points >= 0x80) + (code_points >= 0x800) + (code_points >= 0x10000)  # UTF-8 length
     units = np.concatenate([[0], np.cumsum(1 + (code_points >= 0x10000))])  # UTF-16 offset of each character
-    return np.append(np.repeat(units[:-1], n_bytes), units[-1]).tolist()
+    return np.append(np.repeat(units[:-1], n_bytes), units[-1])
 
 
 def token_spans(tokenizer, text: str, *, add_special: bool = True) -> dict:
@@ -42,15 +42,17 @@ def token_spans(tokenizer, text: str, *, add_special: bool = True) -> dict:
       which rewrites the text first); a token holding part of a character covers that character;
     - ``other``: index -> ``{"text", "hex"}`` for every token whose text is not simply
       ``text[start:end]``: a part of a character (``text`` None, its bytes in hex: never U+FFFD),
-      BOS, a byte the vocabulary lacks, every WordPiece / SMILES piece;
+      BOS, a byte the vocabulary lacks;
+    - ``pieces``: the token strings of a tokenizer whose tokens are not runs of the text's bytes
+      (WordPiece; SMILES or characters that do not spell the text), one per token;
     - ``special``: the indices of special tokens (<|im_start|>, [CLS], BOS).
     """
     if isinstance(tokenizer, WordPieceTokenizer):
         ids = tokenizer.encode(text)
         ids = [] if len(ids) == 2 and not text.strip() else ids  # [CLS] [SEP] alone is no input
         specials = set(tokenizer.special_tokens.values())
-        return {"ids": ids, "starts": [None] * len(ids), "ends": [None] * len(ids),
-                "other": {k: {"text": tokenizer.id_to_token(i), "hex": None} for k, i in enumerate(ids)},
+        return {"ids": ids, "starts": [None] * len(ids), "ends": [None] * len(ids), "other": {},
+                "pieces": [tokenizer.id_to_token(i) for i in ids],
                 "special": [k for k, i in enumerate(ids) if i in specials]}
     ids = encode_prompt(tokenizer, text, add_special=add_special)
     if not hasattr(tokenizer, "token_bytes"):  # characters, SMILES: one string per token
@@ -59,13 +61,20 @@ def token_spans(tokenizer, text: str, *, add_special: bool = True) -> dict:
             ends = list(accumulate(map(len, pieces)))
             starts = [e - len(p) for e, p in zip(ends, pieces)]
             return {"ids": ids, "starts": starts, "ends": ends, "other": {}, "special": []}
-        return {"ids": ids, "starts": [None] * len(ids), "ends": [None] * len(ids),
-                "other": {k: {"text": p, "hex": None} for k, p in enumerate(pieces)},
+        return {"ids": ids, "starts": [None] * len(ids), "ends": [None] * len(ids), "other": {}, "pieces": pieces,
                 "special": [k for k, p in enumerate(pieces) if p in getattr(tokenizer, "special_tokens", ())]}
     specials = set(getattr(tokenizer, "special_tokens", {}).values())
     pieces = [tokenizer.token_bytes(i) for i in ids]
     data = text.encode("utf-8", "surrogatepass")
-    unit_of = list(range(len(data) + 1)) if text.isascii() else _utf16_index(text)
+    special = [k for k, i in enumerate(ids) if i in specials]
+    if b"".join(pieces) == data:  # every token is the next run of the text's bytes (the usual case)
+        starts, ends = _spans(text, data, pieces)
+        other = {k: {"text": None, "hex": p.hex(" ")} for k, p in enumerate(pieces)
+                 if not p.isascii() and not _is_utf8(p)}  # parts of a character: their bytes
+        return {"ids": ids, "starts": starts, "ends": ends, "other": other, "special": special}
+    # BOS added by the tokenizer, or a byte the vocabulary lacks (dropped, as HF's BPE does): walk
+    # the tokens along the text, one at a time
+    unit_of = _utf16_index(text).tolist()
     starts, ends, other = [], [], {}
     pos = 0  # byte offset in the text
     for k, piece in enumerate(pieces):
@@ -76,12 +85,26 @@ def token_spans(tokenizer, text: str, *, add_special: bool = True) -> dict:
             pos += len(piece)
             if piece.isascii() or _is_utf8(piece):
                 continue  # its text is text[start:end]
-        else:  # BOS added by the tokenizer, or a byte the vocabulary lacks (dropped, as HF's BPE does)
+        else:
             starts.append(None)
             ends.append(None)
         other[k] = {"text": piece.decode("utf-8") if _is_utf8(piece) else None, "hex": piece.hex(" ")}
-    return {"ids": ids, "starts": starts, "ends": ends, "other": other,
-            "special": [k for k, i in enumerate(ids) if i in specials]}
+    return {"ids": ids, "starts": starts, "ends": ends, "other": other, "special": special}
+
+
+def _spans(text: str, data: bytes, pieces: list[bytes]) -> tuple[list[int], list[int]]:
+    """(starts, ends) in UTF-16 units of tokens whose bytes, joined, are exactly ``data``: a token
+    that starts inside a character starts at that character; one that ends inside it, ends after it."""
+    ends_b = np.cumsum(np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces)))  # byte offsets
+    starts_b = np.concatenate([[0], ends_b[:-1]]).astype(np.int64)
+    if text.isascii():  # one byte, one unit
+        return starts_b.tolist(), ends_b.tolist()
+    unit_of = _utf16_index(text)  # byte -> UTF-16 offset of its character
+    buf = np.frombuffer(data, dtype=np.uint8)
+    boundary = np.flatnonzero((buf & 0xC0) != 0x80)  # bytes that start a character
+    boundary = np.append(boundary, len(data))
+    ceil = boundary[np.searchsorted(boundary, ends_b)]  # the first character boundary at or after each end
+    return unit_of[starts_b].tolist(), unit_of[ceil].tolist()
 
 
 def _next_char(unit_of: list[int], pos: int) -> int:
@@ -107,10 +130,14 @@ def expand(result: dict, text: str) -> list[dict]:
     special = set(result["special"])
     units = text.encode("utf-16-le", "surrogatepass")  # offsets count UTF-16 units, 2 bytes each
     out = []
+    pieces = result.get("pieces")
     for k, (i, start, end) in enumerate(zip(result["ids"], result["starts"], result["ends"])):
         o = result["other"].get(k) or result["other"].get(str(k))  # JSON turns the int keys into str
-        out.append({"id": i, "start": start, "end": end, "special": k in special,
-                    "text": o["text"] if o else units[2 * start:2 * end].decode("utf-16-le", "surrogatepass"),
+        if pieces is not None:
+            shown = pieces[k]
+        else:
+            shown = o["text"] if o else units[2 * start:2 * end].decode("utf-16-le", "surrogatepass")
+        out.append({"id": i, "start": start, "end": end, "special": k in special, "text": shown,
                     "hex": o["hex"] if o else None})
     return out
 

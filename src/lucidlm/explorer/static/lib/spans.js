@@ -73,9 +73,9 @@ export function textHex(text) {
 }
 
 /**
- * POST /api/tokens answers in columns (ids, starts, ends, other, special: ~10x faster to send than
- * one object per token); this makes one object per token of them. A token not in `other` is a
- * run of the text: its text is text.slice(start, end) and its bytes that text's UTF-8.
+ * POST /api/tokens answers in columns (ids, starts, ends, other, special, and pieces for WordPiece:
+ * ~10x faster to send than one object per token); this makes one object per token of them. A
+ * token not in `other` or `pieces` is a run of the text: its text is text.slice(start, end).
  * @param {{text: string, ids: number[], starts: (number|null)[], ends: (number|null)[],
  *          other: Object<string, {text: string|null, hex: string|null}>, special: number[]}} result
  * @returns {{id: number, text: string|null, hex: string|null, start: number|null, end: number|null,
@@ -89,8 +89,8 @@ export function expandTokens(result) {
     const other = result.other[k];
     const start = result.starts[k];
     const end = result.ends[k];
-    return {id, start, end, special: special.has(k), text: other ? other.text : result.text.slice(start, end),
-            hex: other ? other.hex : null};
+    const text = result.pieces ? result.pieces[k] : other ? other.text : result.text.slice(start, end);
+    return {id, start, end, special: special.has(k), text, hex: other ? other.hex : null};
   });
 }
 
@@ -150,29 +150,6 @@ export function partLabel(hex) {
 export function applyMerge(parts, merge) {
   if (!(merge >= 0 && merge + 1 < parts.length)) throw new RangeError(`applyMerge: no pair at ${merge}`);
   return [...parts.slice(0, merge), `${parts[merge]} ${parts[merge + 1]}`, ...parts.slice(merge + 2)];
-}
-
-/**
- * Where to cut a column's tokens into rows (blocks the browser lays out, and skips while they are
- * scrolled out of view, one by one): after each token whose text ends a line, so the cuts are
- * invisible, and after at most `max` tokens on one line (a longer line continues on a new row).
- * @param {{text: string|null}[]} tokens
- * @param {number} max tokens per row at most
- * @returns {number[]} the end (exclusive) of each row; the last one is tokens.length
- * @example rowEnds([{text: "a\n"}, {text: "b"}, {text: "c"}], 10) // [1, 3]
- */
-export function rowEnds(tokens, max) {
-  const ends = [];
-  let start = 0;
-  for (let i = 0; i < tokens.length; i++) {
-    const text = tokens[i].text;
-    if ((text && text.endsWith("\n")) || i + 1 - start >= max) {
-      ends.push(i + 1);
-      start = i + 1;
-    }
-  }
-  if (start < tokens.length) ends.push(tokens.length);
-  return ends;
 }
 
 /**

@@ -11,28 +11,24 @@
  * Speed (10,000 characters are thousands of spans per column): a keystroke re-tokenizes at once,
  * one request per column in flight at most (ask); every request carries the generation it was
  * sent for, and an answer for an older generation is dropped, so a slow answer never overwrites a
- * newer one. An edit replaces only the tokens that changed (patch, tokenDiff). Full draws are
- * built in DocumentFragments, one row (a line of the text) per block: the first screenful is drawn
- * at once and the rest in later frames; rows scrolled out of view are skipped by the browser
- * (content-visibility in style.css); colours are classes, not styles; hover and click are handled
- * once per column (event delegation); a tooltip is written when its span is first hovered.
+ * newer one. A column draws its tokens only as far as it is scrolled (drawRange), and an edit
+ * redraws from the first token it changed (tokenDiff). Spans are built in DocumentFragments;
+ * colours are classes, not styles; hover and click are handled once per column (event
+ * delegation); a tooltip is written when its span is first hovered.
  */
 
 import * as api from "../lib/api.js";
 import { tokenColor } from "../lib/colors.js";
 import { h, showError, status } from "../lib/dom.js";
-import { applyMerge, countLine, expandTokens, partLabel, rowEnds, tokenDiff, tokenInfo, tokenLabel } from "../lib/spans.js";
+import { applyMerge, countLine, expandTokens, partLabel, tokenDiff, tokenInfo, tokenLabel } from "../lib/spans.js";
 import * as state from "../lib/state.js";
 
 export const title = "Tokens";
 
 const DEBOUNCE_MS = 0; // ask at once (the next task): an answer for an older keystroke is dropped anyway
-const MAX_SPANS = 20000; // spans drawn per tokenizer; a longer text is counted in full but drawn in part
-const FIRST_DRAW = 600; // tokens drawn before the first paint (a column shows a few hundred unscrolled)
-const DRAW_SLICE = 1000; // tokens drawn per later frame (small, so typing stays responsive meanwhile)
-const ROW_MAX = 500; // tokens in one row at most (rows are cut at line ends; see rowEnds)
+const FIRST_DRAW = 600; // tokens drawn at once (a column shows a few hundred before it scrolls)
+const DRAW_SLICE = 400; // tokens drawn each time the end of what is drawn scrolls into view
 const TOKEN_COLORS = 8; // tokenColor cycles through 8 colours; spans carry them as classes .c0-.c7
-const PATCH_MAX = 400; // an edit that changes at most this many tokens is patched in place, not redrawn
 const PLAY_MS = 700; // one merge step per PLAY_MS when the replay is played
 const DEFAULT_TEXT = "Tokenizers don't see letters. naïve café, 日本語, 😀\n\tdef square(x): return x ** 2";
 // the default columns, in this order, where this explorer has them
@@ -107,6 +103,9 @@ export async function mount(root, info) {
     col.spans = h("div", { class: "tok-spans", "aria-label": `${name} tokens` });
     col.ids = h("div", { class: "tok-ids", "aria-label": `${name} token ids` });
     col.msg = h("div", { class: "tok-msg" });
+    col.moreSpans = h("span", { class: "tok-more hint", hidden: true });
+    col.moreIds = h("span", { class: "tok-more hint", hidden: true });
+    col.drawn = 0;
     col.el = h("section", { class: "tok-col", dataset: { tokenizer: name } },
       col.head, col.msg, col.spans, h("div", { class: "tok-ids-label hint" }, "ids the model reads:"), col.ids, col.info);
     // one listener per column, not one per span: the target's data-i says which token
@@ -114,6 +113,12 @@ export async function mount(root, info) {
       const el = event.target.closest("[data-i]");
       if (el) highlight(col, Number(el.dataset.i));
     };
+    // the end of what is drawn scrolled into view: draw more (see drawRange)
+    for (const [scroller, marker] of [[col.spans, col.moreSpans], [col.ids, col.moreIds]]) {
+      new IntersectionObserver((entries) => {
+        if (entries.some((e) => e.isIntersecting)) drawMore(col, scroller, marker);
+      }, { root: scroller }).observe(marker);
+    }
     col.spans.addEventListener("mouseover", hover);
     col.ids.addEventListener("mouseover", hover);
     col.spans.addEventListener("click", (event) => {
@@ -141,14 +146,15 @@ export async function mount(root, info) {
     scrollWithin(col.ids, id);
   }
 
-  /**
-   * Draw a column's tokens: the count line, then the spans and ids row by row (rowEnds). The first
-   * FIRST_DRAW tokens, more than a column shows before it scrolls, are drawn at once; the rest
-   * follow DRAW_SLICE at a time in later frames, so a long text never blocks typing. A newer
-   * draw of the same column (the next keystroke's answer) makes this one stop.
-   */
+  // -- drawing a column -------------------------------------------------------------------------
+  // A column draws its tokens as far as the reader has scrolled: FIRST_DRAW at once (more than it
+  // shows before it scrolls), then DRAW_SLICE more whenever the end of what is drawn scrolls into
+  // view (a "… more tokens" line watched by an IntersectionObserver). So 10,000 characters cost the
+  // page a few hundred elements per column, not thousands, and a keystroke redraws only from the
+  // first token it changed (tokenDiff) to the end of what is drawn: often nothing at all.
+
   /** A span and an id element for token i (the colour cycles with the position). */
-  function tokenElements(col, token, i, ws) {
+  function tokenElements(token, i, ws) {
     const span = document.createElement("span");
     span.className = token.special ? "tok special" : `tok c${i % TOKEN_COLORS}`; // .c0-.c7: tokenColor(i)
     if (token.text === null) span.className += " bytes";
@@ -162,108 +168,73 @@ export async function mount(root, info) {
     return [span, id];
   }
 
-  /**
-   * After an edit, replace only the tokens that changed (tokenDiff): one keystroke in 10,000
-   * characters touches a token or two, where a redraw would rebuild thousands of spans. The tokens
-   * after the change keep their elements; their positions (data-i, and the cycling colour) move
-   * by the change in count. Returns false when a full draw is needed instead.
-   */
-  function patch(col, before, beforeLength) {
-    const { result } = col;
-    const after = result.tokens;
-    if (!before || col.drawing || col.ws !== showWs.checked || after.length > MAX_SPANS
-        || col.spanEls.length !== before.length) return false;
-    const { prefix, suffix } = tokenDiff(before, beforeLength, after, result.chars);
-    const removed = before.length - prefix - suffix;
-    const added = after.length - prefix - suffix;
-    if (removed > PATCH_MAX || added > PATCH_MAX) return false;
+  /** Draw tokens [from, to) after what is drawn, before the "… more" lines. */
+  function drawRange(col, from, to) {
     const ws = showWs.checked;
-    const tailSpans = col.spanEls.slice(before.length - suffix);
-    const tailIds = col.idEls.slice(before.length - suffix);
-    for (const el of col.spanEls.slice(prefix, before.length - suffix)) el.remove();
-    for (const el of col.idEls.slice(prefix, before.length - suffix)) el.remove();
-    // new elements go where the removed ones were: before the first kept tail element, or at the end
-    const spanAnchor = tailSpans[0] ?? null;
-    const idAnchor = tailIds[0] ?? null;
-    const spanParent = spanAnchor?.parentNode ?? col.spans.lastElementChild ?? col.spans;
-    const idParent = idAnchor?.parentNode ?? col.ids.lastElementChild ?? col.ids;
-    const newSpans = [];
-    const newIds = [];
-    for (let i = prefix; i < prefix + added; i++) {
-      const [span, id] = tokenElements(col, after[i], i, ws);
-      spanParent.insertBefore(span, spanAnchor);
-      idParent.insertBefore(id, idAnchor);
-      idParent.insertBefore(document.createTextNode(" "), idAnchor); // ids wrap between ids, never inside one
-      newSpans.push(span);
-      newIds.push(id);
+    const tokens = col.result.tokens;
+    const spanFrag = document.createDocumentFragment();
+    const idFrag = document.createDocumentFragment();
+    for (let i = from; i < to; i++) {
+      const [span, id] = tokenElements(tokens[i], i, ws);
+      spanFrag.append(span);
+      idFrag.append(id);
+      col.spanEls[i] = span;
+      col.idEls[i] = id;
     }
-    tailSpans.forEach((span, k) => { // the tail's tooltips name its character offsets, which moved
-      const i = prefix + added + k;
-      if (span.title) span.title = tailIds[k].title = ""; // written again on the next hover
-      if (added === removed) return;
-      span.dataset.i = tailIds[k].dataset.i = i; // renumbered, and its colours re-cycled
-      if (!after[i].special) span.className = span.className.replace(/\bc\d\b/, `c${i % TOKEN_COLORS}`);
-    });
-    col.spanEls = [...col.spanEls.slice(0, prefix), ...newSpans, ...tailSpans];
-    col.idEls = [...col.idEls.slice(0, prefix), ...newIds, ...tailIds];
-    col.el.dataset.drawn = after.length;
-    col.el.dataset.patched = `${removed}-${added}`;
-    return true;
+    col.spans.insertBefore(spanFrag, col.moreSpans);
+    col.ids.insertBefore(idFrag, col.moreIds);
+    col.drawn = to;
+    col.el.dataset.drawn = to;
+    const left = tokens.length - to;
+    col.moreSpans.hidden = col.moreIds.hidden = left <= 0;
+    col.moreSpans.textContent = left > 0 ? ` … ${left.toLocaleString("en")} more tokens (scroll to draw them)` : "";
+    col.moreIds.textContent = left > 0 ? ` … ${left.toLocaleString("en")} more` : "";
   }
 
-  async function render(col, before = null, beforeLength = 0) {
+  /** Draw more while the end of what is drawn is in view (the observer's callback). */
+  function drawMore(col, scroller, marker) {
+    while (col.result && col.drawn < col.result.tokens.length
+           && marker.getBoundingClientRect().top < scroller.getBoundingClientRect().bottom) {
+      drawRange(col, col.drawn, Math.min(col.result.tokens.length, col.drawn + DRAW_SLICE));
+    }
+  }
+
+  /** Remove what is drawn from token i on. */
+  function cutFrom(col, i) {
+    for (let k = i; k < col.drawn; k++) {
+      col.spanEls[k].remove();
+      col.idEls[k].remove();
+    }
+    col.spanEls.length = col.idEls.length = Math.min(i, col.drawn);
+    col.drawn = Math.min(i, col.drawn);
+  }
+
+  /**
+   * Show a column's result. After an edit (`before`: the previous tokens of this column, drawn
+   * with the same whitespace setting), the tokens before the first change stay as they are.
+   */
+  function render(col, before = null, beforeLength = 0) {
     const { result } = col;
     col.spanEls[col.lit]?.classList.remove("lit");
     col.idEls[col.lit]?.classList.remove("lit");
     col.lit = -1;
-    if (patch(col, before, beforeLength)) {
-      writeHeader(col);
-      return;
-    }
-    col.ws = showWs.checked;
-    const drawing = (col.drawing = {}); // this draw's identity: a newer one replaces it
     writeHeader(col);
-    delete col.el.dataset.patched;
-    const tokens = result.tokens.length > MAX_SPANS ? result.tokens.slice(0, MAX_SPANS) : result.tokens;
-    col.spanEls = new Array(tokens.length);
-    col.idEls = new Array(tokens.length);
-    col.spans.replaceChildren();
-    col.ids.replaceChildren();
-    delete col.el.dataset.drawn;
-    const ws = showWs.checked;
-    let start = 0;
-    let budget = FIRST_DRAW;
-    let spanFrag = document.createDocumentFragment();
-    let idFrag = document.createDocumentFragment();
-    for (const end of rowEnds(tokens, ROW_MAX)) {
-      const row = document.createElement("div");
-      const idRow = document.createElement("div");
-      row.className = idRow.className = "tok-row";
-      for (let i = start; i < end; i++) {
-        const [span, id] = tokenElements(col, tokens[i], i, ws);
-        row.append(span);
-        col.spanEls[i] = span;
-        idRow.append(id, " "); // the space lets a row of ids wrap between ids, never inside one
-        col.idEls[i] = id;
-      }
-      spanFrag.append(row);
-      idFrag.append(idRow);
-      budget -= end - start;
-      start = end;
-      if (budget <= 0 && end < tokens.length) { // show what is built, let the page breathe, go on
-        col.spans.append(spanFrag);
-        col.ids.append(idFrag);
-        spanFrag = document.createDocumentFragment();
-        idFrag = document.createDocumentFragment();
-        await new Promise(requestAnimationFrame);
-        if (col.drawing !== drawing) return; // a newer draw took over this column
-        budget = DRAW_SLICE;
-      }
+    const total = result.tokens.length;
+    const target = Math.min(total, Math.max(col.drawn ?? 0, FIRST_DRAW)); // keep what was scrolled to
+    let from = 0;
+    if (before && col.ws === showWs.checked) {
+      from = Math.min(tokenDiff(before, beforeLength, result.tokens, result.chars).prefix, col.drawn);
+      cutFrom(col, from);
+    } else {
+      col.ws = showWs.checked;
+      col.spans.replaceChildren(col.moreSpans);
+      col.ids.replaceChildren(col.moreIds);
+      col.spanEls = [];
+      col.idEls = [];
+      col.drawn = 0;
     }
-    col.spans.append(spanFrag);
-    col.ids.append(idFrag);
-    col.el.dataset.drawn = tokens.length;
-    col.drawing = null; // done: the next answer may patch this drawing
+    drawRange(col, from, Math.max(from, target));
+    col.el.dataset.redrawnFrom = from; // the first token drawn again (the browser tests read it)
   }
 
   /** A column's count line, class names and info line for its current result. */
@@ -282,21 +253,18 @@ export async function mount(root, info) {
     col.info.textContent = result.bpe ? "hover a token to see its id and bytes; click it to replay its merges"
       : wordPiece ? "WordPiece drops the spaces (a gap here starts a word; ## continues one). Hover a token to see its id"
         : "hover a token to see its id";
-    if (result.tokens.length > MAX_SPANS) {
-      col.msg.append(h("p", { class: "hint" }, `showing the first ${MAX_SPANS.toLocaleString("en")} of `,
-        `${result.tokens.length.toLocaleString("en")} tokens (drawing them all would make typing slow)`));
-    }
   }
 
   /** The API's message in the column (e.g. no chat template), the other columns unaffected. */
   function renderError(col, error) {
     col.result = null;
-    col.drawing = null; // stops a draw in progress
     col.head.textContent = `${col.name} — no tokens`;
-    col.spans.replaceChildren();
-    col.ids.replaceChildren();
+    col.spans.replaceChildren(col.moreSpans);
+    col.ids.replaceChildren(col.moreIds);
+    col.moreSpans.hidden = col.moreIds.hidden = true;
     col.spanEls = [];
     col.idEls = [];
+    col.drawn = 0;
     col.lit = -1;
     delete col.el.dataset.count;
     col.el.classList.add("failed");
