@@ -416,3 +416,26 @@ def test_corpus_neighbours_equal_lucidlms_search(tmp_path, minilm_dir, smollm2_p
         assert [(n["text"], n["line"]) for n in got] == [(h.text, h.line) for h in want]
         np.testing.assert_allclose([n["score"] for n in got], [h.score for h in want], atol=1e-4)
     assert body["neighbours"][0][0]["line"] == 1 and body["neighbours"][1][0]["line"] == 3
+
+
+@pytest.mark.parametrize("name", ["gpt2", "cl100k_base", "o200k_base", SMOL, MINILM])
+def test_line_block_encoding_equals_whole_encoding(name, ws):
+    """The tokens panel encodes a text in blocks cut after a newline followed by a non-space (one
+    keystroke re-encodes one line): the ids must equal the whole text's, whatever the text."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    from lucidlm.explorer.tokens import BlockEncoder, prompt_ids
+
+    tok = ws.tokenizer(name)
+    blocks = BlockEncoder(tok)
+    pieces = st.sampled_from(["\n", "\n\n", " ", "  ", "\t", "\r\n", "a", "Hello", " world", "'s", "'ll", "123",
+                              "4567", ".", "!\n", "...", "(", "é", "ï", "日本", "😀", "🤷\u200d♂️", "\u00a0", "ß",
+                              "<|im_start|>", "<|endoftext|>", "[CLS]", "Σ", "\u0301", "x", "-", "_", "    def"])
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(pieces, max_size=40).map("".join))
+    def check(text):
+        assert prompt_ids(tok, text, blocks=blocks) == prompt_ids(tok, text), repr(text)
+
+    check()

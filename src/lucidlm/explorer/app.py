@@ -115,7 +115,7 @@ def create_app(workspace: Workspace) -> FastAPI:
         text = body.text
         if body.chat:
             text = tokens.chat_prompt(tok, [{"role": "user", "content": body.text}], None)
-        spans = tokens.token_spans(tok, text, add_special=not body.chat)  # a loaded tokenizer: no lock needed
+        spans = tokens.token_spans(tok, text, add_special=not body.chat, blocks=ws.blocks(name))
         return {"tokenizer": name, "text": text, "count": len(spans["ids"]), "chars": len(text),
                 "bytes": len(text.encode("utf-8", "surrogatepass")), "bpe": hasattr(tok, "merge_priority"), **spans}
 

@@ -10,12 +10,13 @@ pieces are sent as strings without spans.
 
 from __future__ import annotations
 
+import re
 from itertools import accumulate
 
 import numpy as np
 
 from lucidlm.generate.chat import render_chat
-from lucidlm.generate.decode import encode_prompt
+from lucidlm.generate.decode import encode_prompt, with_prompt_specials
 from lucidlm.tokenizers import BPETokenizer, WordPieceTokenizer
 from lucidlm.tokenizers.bpe import NO_MERGE, bpe_merge_reference
 
@@ -31,7 +32,59 @@ def _utf16_index(text: str) -> np.ndarray:
     return np.append(np.repeat(units[:-1], n_bytes), units[-1])
 
 
-def token_spans(tokenizer, text: str, *, add_special: bool = True) -> dict:
+# Typing in a long text changes one line at a time. The tokenizers the Explorer lists never make a
+# token across a single newline that has a non-space on both sides ("end.\nNext"): their split
+# patterns have no lookbehind, a chunk never starts with a newline, and WordPiece splits at every
+# space. (After two whitespace characters, GPT-2's pattern gives "\n\n" before a letter as two
+# chunks but as one at the end of a block, so no cut there.) The text is encoded in blocks cut at
+# those newlines, each block looked up in a cache: a keystroke re-encodes one line.
+# tests/test_explorer_api.py checks block encoding == whole encoding on random texts.
+_BLOCKS = re.compile(r"(?<=\S\n)(?=\S)")
+BLOCK_CACHE_MAX = 50_000
+
+
+class BlockEncoder:
+    """``encode(text)`` -> the ordinary ids of ``text`` (special-token text becomes its id, no BOS,
+    no [CLS]/[SEP]), line block by line block through a cache (see above)."""
+
+    def __init__(self, tokenizer) -> None:
+        self.tokenizer = tokenizer
+        self.cache: dict[str, list[int]] = {}
+
+    def _encode_block(self, block: str) -> list[int]:
+        tok = self.tokenizer
+        if isinstance(tok, WordPieceTokenizer):
+            return tok.encode(block, add_special_tokens=False)
+        return tok.encode(block, allowed_special="all")
+
+    def encode(self, text: str) -> list[int]:
+        cache = self.cache
+        if len(cache) > BLOCK_CACHE_MAX:
+            cache.clear()
+        ids: list[int] = []
+        for block in _BLOCKS.split(text):
+            got = cache.get(block)
+            if got is None:
+                got = cache[block] = self._encode_block(block)
+            ids += got
+        return ids
+
+
+def prompt_ids(tokenizer, text: str, *, add_special: bool = True, blocks: BlockEncoder | None = None) -> list[int]:
+    """The ids the model reads for ``text``: ``encode_prompt``'s, or the same through ``blocks``."""
+    if blocks is None or not isinstance(tokenizer, (BPETokenizer, WordPieceTokenizer)):
+        if isinstance(tokenizer, WordPieceTokenizer):
+            ids = tokenizer.encode(text)
+            return ids if len(ids) > 2 else []  # [CLS] [SEP] alone is no input
+        return encode_prompt(tokenizer, text, add_special=add_special)
+    ids = blocks.encode(text)
+    if isinstance(tokenizer, WordPieceTokenizer):  # [CLS] text [SEP]; [CLS] [SEP] alone is no input
+        cls, sep = tokenizer.encode("")  # the template around an empty text
+        return [cls, *ids, sep] if ids else []
+    return with_prompt_specials(tokenizer, ids) if add_special else ids
+
+
+def token_spans(tokenizer, text: str, *, add_special: bool = True, blocks: BlockEncoder | None = None) -> dict:
     """The tokens of ``text``, column by column (a 10,000-character text is ~2,500 tokens: columns
     of numbers serialise ~10x faster than a dict per token, which keeps the panel live as you type):
 
@@ -47,14 +100,12 @@ def token_spans(tokenizer, text: str, *, add_special: bool = True) -> dict:
       (WordPiece; SMILES or characters that do not spell the text), one per token;
     - ``special``: the indices of special tokens (<|im_start|>, [CLS], BOS).
     """
+    ids = prompt_ids(tokenizer, text, add_special=add_special, blocks=blocks)
     if isinstance(tokenizer, WordPieceTokenizer):
-        ids = tokenizer.encode(text)
-        ids = [] if len(ids) == 2 and not text.strip() else ids  # [CLS] [SEP] alone is no input
         specials = set(tokenizer.special_tokens.values())
         return {"ids": ids, "starts": [None] * len(ids), "ends": [None] * len(ids), "other": {},
                 "pieces": [tokenizer.id_to_token(i) for i in ids],
                 "special": [k for k, i in enumerate(ids) if i in specials]}
-    ids = encode_prompt(tokenizer, text, add_special=add_special)
     if not hasattr(tokenizer, "token_bytes"):  # characters, SMILES: one string per token
         pieces = [tokenizer.id_to_token(i) for i in ids]
         if "".join(pieces) == text:

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from lucidlm.explorer.forward import TraceRecord, run_trace, trace_id
-from lucidlm.explorer.tokens import chat_prompt
+from lucidlm.explorer.tokens import BlockEncoder, chat_prompt
 from lucidlm.generate.decode import encode_prompt
 from lucidlm.inspection.walkthrough import model_kind
 from lucidlm.loading.load import check_pretrained, load_model, pretrained_models
@@ -66,6 +66,7 @@ class Workspace:
         self.run_dirs = self._find_runs([Path(r).expanduser() for r in runs] or [Path("runs")])
         self._models: dict[str, tuple] = {}
         self._tokenizers: dict[str, object] = {}
+        self._blocks: dict[str, BlockEncoder] = {}  # tokenizer name -> its line-block cache (tokens panel)
         self._traces: OrderedDict[str, TraceRecord] = OrderedDict()
         self._corpus = None
         self._embedder = None
@@ -111,6 +112,14 @@ class Workspace:
                                         " nor an existing file")
             table[t if t in NAMED_TOKENIZERS else Path(t).name] = t
         return table
+
+    def blocks(self, name: str) -> BlockEncoder:
+        """The tokenizer's block encoder: a keystroke in a long text re-encodes one line."""
+        tok = self.tokenizer(name)
+        with self.lock:
+            if name not in self._blocks:
+                self._blocks[name] = BlockEncoder(tok)
+            return self._blocks[name]
 
     def tokenizer_names(self) -> list[str]:
         return list(self._tokenizer_sources)

@@ -97,10 +97,17 @@ def encode_prompt(tokenizer, text: str, *, add_special: bool = True) -> list[int
     if not isinstance(text, str):
         raise ValueError(f"a prompt is a str or a list of token ids, got {type(text).__name__}")
     ids = tokenizer.encode(text, allowed_special="all") if isinstance(tokenizer, BPETokenizer) else tokenizer.encode(text)
-    if add_special and hasattr(tokenizer, "add_special_ids"):
+    return with_prompt_specials(tokenizer, ids) if add_special else list(ids)
+
+
+def with_prompt_specials(tokenizer, ids: Sequence[int]) -> list[int]:
+    """A prompt's ids with the special tokens the tokenizer's files ask for (BOS), never a final
+    EOS: a prompt that ends in EOS asks for nothing more."""
+    ids = list(ids)
+    if hasattr(tokenizer, "add_special_ids"):
         ids = tokenizer.add_special_ids(ids)
         if getattr(tokenizer, "add_eos", False) and ids and ids[-1] == tokenizer.eos_id:
-            ids = ids[:-1]  # a prompt that ends in EOS asks for nothing more
+            ids = ids[:-1]
     return list(ids)
 
 

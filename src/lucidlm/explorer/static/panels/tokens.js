@@ -310,11 +310,23 @@ export async function mount(root, info) {
   /** Ask every column's tokenizer again (the text, chat mode or the columns changed). */
   function refresh() {
     if (!panel.isConnected) return; // the panel was left
-    state.set({ ttext: text.value === DEFAULT_TEXT ? null : text.value, tchat: chat.checked ? "1" : null });
     generation += 1;
     panel.dataset.gen = generation;
     started = performance.now();
     for (const col of columns) ask(col);
+    saveText();
+  }
+
+  // The text goes into the URL a moment after typing stops, not on every keystroke: the URL of a
+  // 10,000-character text is ~30 KB, and writing it is not free.
+  let saveTimer = null;
+  function saveText() {
+    clearTimeout(saveTimer);
+    saveTimer = setTimeout(() => {
+      if (panel.isConnected) {
+        state.set({ ttext: text.value === DEFAULT_TEXT ? null : text.value });
+      }
+    }, 300);
   }
 
   /**
@@ -336,7 +348,10 @@ export async function mount(root, info) {
   }
 
   text.addEventListener("input", refresh);
-  chat.addEventListener("change", refresh);
+  chat.addEventListener("change", () => {
+    state.set({ tchat: chat.checked ? "1" : null });
+    refresh();
+  });
   showWs.addEventListener("change", () => {
     state.set({ ws: showWs.checked ? null : "0" });
     for (const col of columns) if (col.result) render(col); // the same tokens, drawn again: no request
