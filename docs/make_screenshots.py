@@ -42,11 +42,11 @@ def main() -> None:
             browser = launch_chromium(p)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
 
-            text = quote("Tokenizers don't see letters: naïve café, 1599年, 😀\n\tdef square(x): return x ** 2")
+            text = quote("Tokenizers don't see letters: naïve café, привет, 😀\n\tdef square(x): return x ** 2")
             page.goto(f"{url}/?panel=tokens&ttext={text}")
             page.wait_for_selector(".tok-col[data-drawn]")
             page.wait_for_timeout(500)
-            page.locator('.tok-col[data-tokenizer="cl100k_base"] .tok').nth(14).click()  # replay " square"
+            page.locator('.tok-col[data-tokenizer="cl100k_base"] .tok').nth(20).click()  # replay a token
             page.wait_for_selector(".tok-merges .merge-parts")
             page.screenshot(path=OUT / "explorer-tokens.png")
 
