@@ -439,3 +439,93 @@ def test_line_block_encoding_equals_whole_encoding(name, ws):
         assert prompt_ids(tok, text, blocks=blocks) == prompt_ids(tok, text), repr(text)
 
     check()
+
+
+# -- interventions -------------------------------------------------------------------------------
+
+def test_intervene_zeroes_a_head_like_a_pytorch_hook_and_leaves_the_next_request_plain(client, traced, ws):
+    model, _ = ws.model(SMOL)
+    hs = model.cfg.n_embd // model.cfg.n_head
+
+    def pre(module, args):  # the same ablation in plain PyTorch: head 4's columns into layer 20's o_proj
+        x = args[0].clone()
+        x[..., 4 * hs:5 * hs] = 0
+        return (x,)
+
+    handle = model.layers[20].attn.proj.register_forward_pre_hook(pre)
+    try:
+        with torch.inference_mode():
+            want = model(torch.tensor([traced["ids"]]))[0, -1].float().numpy()
+    finally:
+        handle.remove()
+    body = client.post("/api/intervene", json={"trace": traced["trace"],
+                                               "edits": [{"kind": "zero", "site": "head", "layer": 20, "head": 4}]})
+    assert body.status_code == 200, body.text
+    body = body.json()
+    np.testing.assert_allclose(tensor(body["next"]["logits"]), want, atol=2e-4, rtol=1e-4)
+    p = torch.softmax(torch.tensor(want), -1)
+    assert body["target"] == 7042 and body["p_edited"] == pytest.approx(p[7042].item(), abs=1e-5)
+    assert body["kl"] >= 0
+    # the model is as it was: the same trace request gives the plain logits again
+    again = client.post("/api/trace", json={"model": SMOL, "text": "The capital of France is"}).json()
+    np.testing.assert_allclose(tensor(again["next"]["logits"]), tensor(traced["next"]["logits"]), atol=1e-6)
+    step = client.post("/api/step", json={"model": SMOL, "ids": traced["ids"]}).json()
+    np.testing.assert_allclose(tensor(step["logits"]), tensor(traced["next"]["logits"]), atol=2e-4, rtol=1e-4)
+
+
+def test_patching_from_a_source_prompt_and_bad_edits(client, traced):
+    body = client.post("/api/intervene", json={
+        "trace": traced["trace"], "source": "The capital of Italy is", "target": 7042,
+        "edits": [{"kind": "patch", "site": "resid", "layer": 12, "position": 3}]}).json()
+    assert body["p_edited"] < body["p_base"]  # " France" -> " Italy" at layer 12: Paris loses
+    for edit, words in [({"kind": "zero", "site": "head", "layer": 99, "head": 0}, "layer 99 does not exist"),
+                        ({"kind": "zero", "site": "head", "layer": 0}, "head is named"),
+                        ({"kind": "explode", "site": "mlp", "layer": 0}, "kind"),
+                        ({"kind": "patch", "site": "resid", "layer": 0, "position": 1}, "source")]:
+        r = client.post("/api/intervene", json={"trace": traced["trace"], "edits": [edit]})
+        assert r.status_code == 400 and words in r.json()["error"]["message"], (edit, r.text)
+
+
+def test_ablation_scan_ranks_heads_by_their_effect_on_the_answer(client, traced):
+    body = client.post("/api/ablation-scan", json={"trace": traced["trace"]}).json()
+    assert body["target"] == 7042 and body["label"] == " Paris"
+    p = tensor(body["p_ablated"])
+    assert p.shape == (30, 9) and np.all((p >= 0) & (p <= 1))
+    assert body["p_base"] == pytest.approx(float(torch.softmax(torch.tensor(tensor(traced["next"]["logits"])),
+                                                               -1)[7042]), abs=1e-5)
+    assert np.abs(p - body["p_base"]).max() > 1e-3  # some head matters
+
+
+# -- watching a model learn: the models a run kept -----------------------------------------------
+
+@pytest.fixture(scope="module")
+def kept_run(tmp_path_factory):
+    """A real (tiny) training run that kept its model at steps 0, 20, 40 (keep_every)."""
+    from lucidlm.data import prepare_dataset
+    from lucidlm.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("learn")
+    (root / "t.txt").write_text("to be or not to be, that is the question. " * 300)
+    prepare_dataset(str(root / "t.txt"), root / "data", tokenizer="char")
+    cfg = TrainConfig(data=str(root / "data"), out_dir=str(root / "runs" / "tiny"), max_steps=40, keep_every=20,
+                      batch_size=4, block_size=32, lr=3e-3, eval_interval=20, eval_iters=1, progress=False,
+                      log_interval=10, model={"n_layer": 1, "n_head": 2, "n_embd": 32, "max_seq_len": 32})
+    train(cfg)
+    return root / "runs"
+
+
+def test_a_runs_kept_models_are_listed_traced_and_sampled(kept_run, smollm2_path):
+    client = TestClient(create_app(Workspace([SMOL], runs=[str(kept_run)])))
+    run = "runs/tiny"
+    assert client.get("/api/runs/checkpoints", params={"run": run}).json() == {"run": run, "steps": [0, 20, 40]}
+    samples = [client.post("/api/runs/sample", json={"run": run, "step": s, "text": "to be", "max_tokens": 30,
+                                                     "temperature": 0}).json() for s in (0, 40)]
+    assert samples[0]["model"] == "runs/tiny@0" and len(samples[1]["text"]) == 30  # characters: one per token
+    assert samples[0]["text"] != samples[1]["text"]  # trained 40 steps: another text
+    meta = client.post("/api/trace", json={"model": "runs/tiny@40", "text": "to be or"}).json()
+    assert meta["n_layer"] == 1 and len(meta["ids"]) == 8
+    grid = client.get("/api/attention/grid", params={"trace": meta["trace"]}).json()
+    assert grid["thumbs"]["shape"] == [1, 2, 8, 8]
+    for bad in ("runs/tiny@7", "runs/nope@0", "runs/tiny@x"):
+        r = client.post("/api/trace", json={"model": bad, "text": "to be"})
+        assert r.status_code == 404 and "unknown model" in r.json()["error"]["message"]

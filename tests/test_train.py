@@ -300,3 +300,29 @@ def test_compiled_model_has_no_graph_breaks_and_trains_alike():
     torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-5)
     compiled_loss.backward()
     assert all(p.grad is not None for p in model.parameters())
+
+
+def test_keep_every_keeps_loadable_models_at_step_0_and_every_k_steps(tmp_path):
+    """keep_every: the model alone at step 0 and every k steps (and the last), each a checkpoint
+    load_model opens, equal to the weights the run had then: the last kept equals last/."""
+    from lucidlm.data import prepare_dataset
+    from lucidlm.loading.load import load_model
+    from lucidlm.train import TrainConfig, train
+    from lucidlm.train.state import kept_steps
+
+    text = tmp_path / "t.txt"
+    text.write_text("to be or not to be, that is the question. " * 200)
+    prepare_dataset(str(text), tmp_path / "data", tokenizer="char")
+    cfg = TrainConfig(data=str(tmp_path / "data"), out_dir=str(tmp_path / "run"), max_steps=7, keep_every=3,
+                      batch_size=2, block_size=16, eval_interval=7, eval_iters=1, progress=False, log_interval=7,
+                      model={"n_layer": 1, "n_head": 2, "n_embd": 16, "max_seq_len": 16})
+    train(cfg)
+    kept = kept_steps(tmp_path / "run")
+    assert [s for s, _ in kept] == [0, 3, 6, 7]
+    first, _ = load_model(kept[0][1])
+    last, tok = load_model(kept[-1][1])
+    final, _ = load_model(tmp_path / "run" / "last")
+    assert tok is not None and not (tmp_path / "run" / "steps" / "step_000007" / "train_state.pt").exists()
+    for a, b in zip(last.state_dict().values(), final.state_dict().values()):
+        assert torch.equal(a, b)
+    assert any(not torch.equal(a, b) for a, b in zip(first.state_dict().values(), final.state_dict().values()))

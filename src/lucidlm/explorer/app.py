@@ -10,10 +10,14 @@
     GET  /api/lens                  ?trace=&last=                    -> the logit lens, after attn and MLP
     GET  /api/walkthrough           ?trace=&layer=&head=             -> every stage of one layer
     POST /api/step                  {model, ids}                     -> next-token logits after ids
+    POST /api/intervene             {trace, edits, source?, target?} -> next token with heads/MLPs zeroed, scaled, patched
+    POST /api/ablation-scan         {trace, target?}                 -> each head zeroed in turn: the target's probability
     GET  /api/source                ?file=                           -> one of lucidlm's own source files
     POST /api/embeddings            {sentences}                      -> cosine matrix, PCA map, neighbours
     GET  /api/runs                                                   -> the training runs found
     GET  /api/runs/metrics          ?run=&since=                     -> a run's metrics records
+    GET  /api/runs/checkpoints      ?run=                            -> the steps a run kept (trace one as RUN@STEP)
+    POST /api/runs/sample           {run, step, text}                -> the prompt continued by that step's model
 
 Tensors travel as ``{"dtype", "shape", "b64"}`` (``forward.tensor_json``). Errors are
 ``{"error": {"message"}}``: 400 for a bad request (an empty or over-long prompt), 404 for a name
@@ -36,6 +40,9 @@ from lucidlm.explorer import forward, tokens
 from lucidlm.explorer.embedding_map import sentence_map
 from lucidlm.explorer.sources import read_source
 from lucidlm.explorer.workspace import Workspace
+from lucidlm.generate.decode import generate
+from lucidlm.generate.sampling import SamplingParams
+from lucidlm.inspection.interventions import Edit
 from lucidlm.inspection.walkthrough import model_kind, token_labels
 from lucidlm.serve.errors import BodySizeLimit
 
@@ -59,6 +66,36 @@ class TraceRequest(BaseModel):
 class StepRequest(BaseModel):
     model: str
     ids: list[int] = Field(max_length=8192)
+
+
+class EditRequest(BaseModel):
+    kind: str  # zero | scale | patch
+    site: str  # head | attn | mlp | resid
+    layer: int
+    head: int | None = None
+    position: int | None = None
+    factor: float = 0.0
+
+
+class InterveneRequest(BaseModel):
+    trace: str  # the prompt's trace (its model and ids)
+    edits: list[EditRequest] = Field(min_length=1, max_length=16)
+    source: str | None = Field(None, max_length=20_000)  # a patch's source prompt, as text
+    target: int | None = None  # a token whose probability to follow (default: the model's top one)
+
+
+class ScanRequest(BaseModel):
+    trace: str
+    target: int | None = None
+
+
+class SampleRequest(BaseModel):
+    run: str
+    step: int
+    text: str = Field(max_length=2000)
+    max_tokens: int = Field(60, ge=1, le=400)
+    temperature: float = Field(0.8, ge=0, le=2)
+    seed: int = 0
 
 
 class EmbeddingsRequest(BaseModel):
@@ -195,6 +232,22 @@ def create_app(workspace: Workspace) -> FastAPI:
         out["labels"].update({str(i): s for i, s in zip(unique, token_labels(tokenizer, unique))})
         return out
 
+    @app.post("/api/intervene")
+    def intervene(body: InterveneRequest) -> dict:
+        rec = ws.cached_trace(body.trace)
+        model, tokenizer = ws.model(rec.model)
+        edits = [Edit(**e.model_dump()) for e in body.edits]
+        source = ws.prompt_ids(rec.model, body.source) if body.source is not None else None
+        with ws.lock:
+            return forward.intervene(model, tokenizer, rec, edits, source, body.target)
+
+    @app.post("/api/ablation-scan")
+    def scan(body: ScanRequest) -> dict:
+        rec = ws.cached_trace(body.trace)
+        model, tokenizer = ws.model(rec.model)
+        with ws.lock:
+            return forward.head_scan(model, tokenizer, rec, body.target)
+
     @app.get("/api/source")
     def source(file: str) -> dict:
         return read_source(file)
@@ -207,6 +260,22 @@ def create_app(workspace: Workspace) -> FastAPI:
     @app.get("/api/runs")
     def runs() -> dict:
         return {"runs": ws.runs_info()}
+
+    @app.get("/api/runs/checkpoints")
+    def run_checkpoints(run: str) -> dict:
+        return {"run": run, "steps": ws.run_checkpoints(run)}
+
+    @app.post("/api/runs/sample")
+    def run_sample(body: SampleRequest) -> dict:
+        """The same prompt continued by the model a run kept at ``step`` (fixed seed: the
+        differences between steps are the model's, not the dice's)."""
+        name = f"{body.run}@{body.step}"
+        ids = ws.prompt_ids(name, body.text)
+        model, tokenizer = ws.model(name)
+        with ws.lock:
+            out = generate(model, tokenizer, ids, max_tokens=body.max_tokens,
+                           params=SamplingParams(temperature=body.temperature, seed=body.seed), truncate=True)
+        return {"model": name, "step": body.step, "text": out.text, "finish_reason": out.finish_reason}
 
     @app.get("/api/runs/metrics")
     def run_metrics(run: str, since: int = 0) -> dict:

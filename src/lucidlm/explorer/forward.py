@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 from lucidlm.explorer.equations import equations_for
 from lucidlm.explorer.sources import source_of
+from lucidlm.inspection.interventions import Edit, ablation_scan, build_edits, next_token_logits
 from lucidlm.inspection.trace import Trace
 from lucidlm.inspection.walkthrough import model_kind, resolve_indices, token_labels
 
@@ -228,3 +229,43 @@ def _columns(stage: str, window: torch.Tensor) -> list[int]:
     if stage == "logits":
         return torch.topk(window[-1], min(SLICE, window.shape[-1])).indices.tolist()
     return list(range(min(SLICE, window.shape[-1])))
+
+
+# -- interventions -------------------------------------------------------------------------------
+
+def intervene(model, tokenizer, rec: TraceRecord, edits: list[Edit], source_ids: list[int] | None,
+              target: int | None) -> dict:
+    """The prompt run again with ``edits`` (inspection.interventions). A decoder: the edited
+    next-token logits (the page has the plain ones), the KL divergence plain -> edited, and the
+    probability of ``target`` (default: the plain top token) both ways. An encoder: the cosine
+    between its plain and edited sentence vectors (mean of the hidden states)."""
+    edit_fns = build_edits(model, rec.ids, edits, source_ids)
+    edited = next_token_logits(model, rec.ids, edit_fns)
+    if rec.kind != "decoder":
+        plain = next_token_logits(model, rec.ids)
+        return {"kind": "encoder", "cosine_last": F.cosine_similarity(plain, edited, dim=0).item()}
+    base = rec.last_logits
+    p, q = torch.softmax(base, -1), torch.softmax(edited, -1)
+    target = int(p.argmax()) if target is None else int(target)
+    if not 0 <= target < p.numel():
+        raise ValueError(f"target token {target} is not in the vocabulary (0..{p.numel() - 1})")
+    kl = torch.sum(p * (torch.log_softmax(base, -1) - torch.log_softmax(edited, -1))).item()
+    out = next_token(edited, tokenizer)
+    out["labels"].update({str(target): token_labels(tokenizer, [target])[0]})
+    return {"kind": "decoder", "next": out, "kl": max(kl, 0.0), "target": target,
+            "p_base": p[target].item(), "p_edited": q[target].item()}
+
+
+def head_scan(model, tokenizer, rec: TraceRecord, target: int | None) -> dict:
+    """Every head zeroed in turn (interventions.ablation_scan): the probability of ``target``
+    (default: the model's top next token) with each head gone, (L, nh)."""
+    if rec.kind != "decoder":
+        raise ValueError("the head scan measures a next token's probability; an encoder (BERT, MiniLM) predicts "
+                         "none. Pick a decoder model")
+    if len(rec.ids) > 256:
+        raise ValueError(f"the head scan runs the prompt once per head; {len(rec.ids)} tokens is too long for it "
+                         "here (at most 256)")
+    target = int(rec.last_logits.argmax()) if target is None else int(target)
+    scan = ablation_scan(model, rec.ids, target)
+    return {"target": target, "label": token_labels(tokenizer, [target])[0], "p_base": scan["p_base"],
+            "p_ablated": tensor_json(scan["p_ablated"], "float32")}

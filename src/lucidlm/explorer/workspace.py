@@ -22,6 +22,7 @@ from lucidlm.inspection.walkthrough import model_kind
 from lucidlm.loading.load import check_pretrained, load_model, pretrained_models
 from lucidlm.tokenizers import NAMED_TOKENIZERS, SmilesTokenizer, load_tokenizer
 from lucidlm.train.metrics import METRICS_FILE, read_metrics
+from lucidlm.train.state import kept_steps
 
 DEFAULT_MODELS = ["smollm2-135m-instruct", "all-minilm-l6-v2"]
 DEMO_MODEL = Path("runs/demo/gpt/best")  # what `make demo` trains
@@ -75,13 +76,15 @@ class Workspace:
     # -- models --------------------------------------------------------------------------------
 
     def model(self, name: str):
-        """(model, tokenizer) by name, loaded on first use."""
-        if name not in self.model_names:
+        """(model, tokenizer) by name, loaded on first use: a model given on the command line, or
+        ``RUN@STEP``, a model a run under --runs kept at that step (keep_every)."""
+        path = self._kept_path(name) if name not in self.model_names else name
+        if path is None:
             raise LookupError(f"unknown model {name!r}; this explorer serves: {', '.join(self.model_names)} "
-                              "(start it with --model NAME_OR_PATH to add one)")
+                              "(start it with --model NAME_OR_PATH to add one), and the steps its runs kept")
         with self.lock:
             if name not in self._models:
-                model, tokenizer = load_model(name)
+                model, tokenizer = load_model(path)
                 if tokenizer is None:
                     raise ValueError(f"{name} has no tokenizer beside its weights: the explorer needs one to turn "
                                      "text into ids")
@@ -89,6 +92,18 @@ class Workspace:
                 model_kind(model)  # decoders and encoders only
                 self._models[name] = (model, tokenizer)
             return self._models[name]
+
+    def _kept_path(self, name: str) -> Path | None:
+        run, _, step = name.rpartition("@")
+        if run not in self.run_dirs or not step.isdigit():
+            return None
+        return dict(kept_steps(self.run_dirs[run])).get(int(step))
+
+    def run_checkpoints(self, name: str) -> list[int]:
+        """The steps at which run ``name`` kept its model (keep_every); trace one as ``RUN@STEP``."""
+        if name not in self.run_dirs:
+            raise LookupError(f"unknown run {name!r}; runs found: {', '.join(self.run_dirs) or 'none'}")
+        return [step for step, _ in kept_steps(self.run_dirs[name])]
 
     def models_info(self) -> list[dict]:
         return [{"name": n, "loaded": n in self._models,

@@ -23,13 +23,25 @@ nh heads, hs head size, S keys, H MLP hidden width, V vocabulary):
     final_norm (B, T, C), logits (B, T, V)
 An encoder stops at ``hidden`` (B, T, C); a decoder block of an encoder-decoder records
 ``cross_attn.*`` (keys from the encoder, S = source length) between ``attn.*`` and ``mlp.*``.
+
+Interventions (activation patching, ablation): ``Trace(edits={name: fn})`` replaces the tensor at
+``name`` by ``fn(tensor)`` before the forward pass goes on, so everything after it sees the
+edit; the trace records the edited tensor. Only the stages the model goes on from can be edited
+(EDITABLE: a stage such as ``attn.weights`` is computed from and into others, so editing its
+record would change nothing). The model's weights are never touched, so the next forward pass,
+without edits, is the plain model again. ``lucidlm.inspection.interventions`` builds the usual
+edits (zero or scale a head, an MLP, patch the residual stream from another prompt).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import torch
+
+# The stages whose recorded tensor the forward pass continues from (suffixes of trace names).
+EDITABLE = ("embed.out", "attn.heads_out", "attn.out", "attn.resid", "cross_attn.heads_out", "cross_attn.out",
+            "cross_attn.resid", "mlp.act", "mlp.out", "mlp.resid")
 
 
 class Trace:
@@ -42,20 +54,36 @@ class Trace:
         to_cpu: move recorded tensors to the CPU (so a GPU run can be inspected afterwards).
     """
 
-    def __init__(self, keep: list[str] | None = None, to_cpu: bool = True) -> None:
+    def __init__(self, keep: list[str] | None = None, to_cpu: bool = True,
+                 edits: dict[str, Callable[[torch.Tensor], torch.Tensor]] | None = None) -> None:
         self.keep = keep
         self.to_cpu = to_cpu
         self.tensors: dict[str, torch.Tensor] = {}
+        self.edits = dict(edits or {})
+        for name in self.edits:
+            if not name.endswith(EDITABLE):
+                raise ValueError(f"{name!r} cannot be edited: the forward pass goes on from these stages only: "
+                                 f"{', '.join(EDITABLE)} (e.g. 'layers.3.attn.heads_out')")
+        self.applied: set[str] = set()  # the edits the last forward pass reached
 
     def wants(self, name: str) -> bool:
         return self.keep is None or any(k in name for k in self.keep)
 
-    def record(self, name: str, tensor: torch.Tensor) -> None:
-        if not self.wants(name):
-            return
-        # a copy, not a view: some stages are views of buffers that change later (a KV cache)
-        t = tensor.detach()
-        self.tensors[name] = t.to("cpu", copy=True) if self.to_cpu else t.clone()
+    def record(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
+        """Keep ``tensor`` under ``name`` (if wanted) and return what the forward pass goes on with:
+        the tensor itself, or its edit when ``edits`` names this stage."""
+        edit = self.edits.get(name)
+        if edit is not None:
+            edited = edit(tensor)
+            if not isinstance(edited, torch.Tensor) or edited.shape != tensor.shape:
+                raise ValueError(f"the edit of {name!r} must return a tensor of shape {tuple(tensor.shape)}")
+            tensor = edited
+            self.applied.add(name)
+        if self.wants(name):
+            # a copy, not a view: some stages are views of buffers that change later (a KV cache)
+            t = tensor.detach()
+            self.tensors[name] = t.to("cpu", copy=True) if self.to_cpu else t.clone()
+        return tensor
 
     def __getitem__(self, name: str) -> torch.Tensor:
         try:

@@ -71,7 +71,7 @@ class Embeddings(nn.Module):
         if self.norm is not None:
             x = self.norm(x)
         if trace is not None:
-            trace.record(f"{name}.out", x)
+            x = trace.record(f"{name}.out", x)  # an intervention may edit it (Trace.edits)
         return self.dropout(x)
 
 

@@ -244,5 +244,5 @@ class Attention(nn.Module):
         # 5. concatenate the heads and mix them
         out = out.transpose(1, 2).reshape(B, T, C)  # (B, T, C)
         if trace is not None:
-            trace.record(f"{name}.heads_out", out)
+            out = trace.record(f"{name}.heads_out", out)  # an intervention may edit it: one head's columns
         return self.proj(out)

@@ -40,19 +40,23 @@ class Block(nn.Module):
             self.mlp = MLP(cfg.n_embd, cfg.hidden_size, cfg.activation, bias=cfg.bias)
 
     def _sub(self, x, norm, fn, trace, name) -> torch.Tensor:
-        """One residual sub-block, pre- or post-norm, recording its stages."""
+        """One residual sub-block, pre- or post-norm, recording its stages (what it adds, ``.out``,
+        and the stream after it, ``.resid``: both may be edited by an intervention, Trace.edits)."""
         if self.pre_norm:
             h = norm(x)
             if trace is not None:
                 trace.record(f"{name}.norm", h)
             out = self.dropout(fn(h))
+            if trace is not None:
+                out = trace.record(f"{name}.out", out)
             x = x + out
         else:
             out = self.dropout(fn(x))
+            if trace is not None:
+                out = trace.record(f"{name}.out", out)
             x = norm(x + out)
         if trace is not None:
-            trace.record(f"{name}.out", out)
-            trace.record(f"{name}.resid", x)
+            x = trace.record(f"{name}.resid", x)
         return x
 
     def forward(

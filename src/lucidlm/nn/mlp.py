@@ -35,7 +35,7 @@ class MLP(nn.Module):
         a = ACTIVATIONS[self.activation](h)
         if trace is not None:
             trace.record(f"{name}.pre_act", h)
-            trace.record(f"{name}.act", a)
+            a = trace.record(f"{name}.act", a)  # an intervention may edit it (Trace.edits)
         return self.proj(a)  # (B, T, C)
 
 
@@ -54,5 +54,5 @@ class SwiGLU(nn.Module):
         a = ACTIVATIONS[self.activation](gate) * up  # (B, T, hidden)
         if trace is not None:
             trace.record(f"{name}.pre_act", gate)
-            trace.record(f"{name}.act", a)
+            a = trace.record(f"{name}.act", a)  # an intervention may edit it (Trace.edits)
         return self.proj(a)  # (B, T, C)

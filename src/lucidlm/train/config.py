@@ -77,6 +77,11 @@ class TrainConfig:
     log_interval: int = 1  # a log line every this many steps
     progress: bool = True  # a progress bar with ETA (log lines then print above it)
     save_best: bool = True  # keep best/ (lowest val loss) beside last/
+    # keep the model as it is at step 0 and every keep_every steps, in steps/step_000250/ (weights and
+    # tokenizer, no optimizer state: one model's size each, e.g. 3.2 MB for the demo's 0.8M-parameter
+    # GPT): the Explorer's Training runs panel traces a prompt through each, to watch the model learn.
+    # 0 = off. For small models: 100 kept copies of SmolLM2-135M would be 54 GB.
+    keep_every: int = 0
     nan_policy: str = "stop"  # a non-finite loss: stop with an error naming the step | skip the batch
     # what is learned from data. lm: next-token loss on every token of a prepared token dataset.
     # chat: fine-tuning (lucidlm.train.instruct.finetune) on a .jsonl of {"messages": [...]} chats,
@@ -100,7 +105,7 @@ class TrainConfig:
         for name in ("batch_size", "block_size", "grad_accum", "max_steps", "eval_interval", "eval_iters",
                      "log_interval"):
             check(getattr(self, name) > 0, f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("stop_at_step", "warmup_steps"):
+        for name in ("stop_at_step", "warmup_steps", "keep_every"):
             check(getattr(self, name) >= 0, f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("lr", "min_lr", "weight_decay", "grad_clip"):
             value = getattr(self, name)

@@ -8,7 +8,8 @@ One optimizer step, in nanoGPT's order:
      backward (DDP syncs gradients only on the last micro-batch);
   3. clip the global gradient norm; check the loss is finite;
   4. optimizer step, zero the gradients;
-  5. log; every eval_interval steps evaluate on val and save last/ (and best/).
+  5. log; every eval_interval steps evaluate on val and save last/ (and best/); with keep_every, keep
+     the model alone every keep_every steps in steps/ (to watch it learn).
 
 Before the loop: ``model_for_run`` finds the model (from scratch, init_from, resume, or the
 caller's), ``_check_run`` refuses what cannot work, and a ``state.RunState`` gathers what a
@@ -175,6 +176,8 @@ def _train(cfg: TrainConfig, *, info: dist_.DistInfo, device: torch.device, mode
     last_step = min(cfg.max_steps, cfg.stop_at_step) if cfg.stop_at_step else cfg.max_steps
     skipped_in_a_row, saved_at = 0, run.step
     try:
+        if cfg.keep_every and run.step == 0:
+            run.keep()  # the untrained model: where watching it learn starts
         while run.step < last_step:
             t0 = time.perf_counter()
             run.step += 1
@@ -234,6 +237,8 @@ def _train(cfg: TrainConfig, *, info: dist_.DistInfo, device: torch.device, mode
             progress.update(1, loss=f"{loss_value:.4f}")
 
             # -- evaluation and checkpoints ---------------------------------------------------
+            if cfg.keep_every and (step % cfg.keep_every == 0 or step == cfg.max_steps):
+                run.keep()
             if step % cfg.eval_interval == 0 or step == cfg.max_steps:
                 val = evaluate(raw_model, micro_batch, cfg, info, autocast)
                 result.val_losses[step] = val

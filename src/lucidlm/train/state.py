@@ -6,6 +6,8 @@
         train_config.json   the TrainConfig of the run
         train_state.pt      step, optimizer moments, best val loss, every RNG state
       best/                 the same, at the lowest val loss so far
+      steps/step_000250/    with keep_every: the model alone (no training state) at step 0 and every
+                            keep_every steps, to watch it learn (lucidlm explore)
       metrics.jsonl  loss.png
 
 ``train_state.pt`` holds only tensors and plain Python values, so it loads with
@@ -35,6 +37,7 @@ from torch import nn
 from lucidlm.train import distributed as dist_
 
 LAST, BEST = "last", "best"
+STEPS = "steps"  # out_dir/steps/step_000250/: the models kept every keep_every steps
 TRAIN_STATE_FILE = "train_state.pt"
 TRAIN_CONFIG_FILE = "train_config.json"
 STATE_VERSION = 1
@@ -89,6 +92,18 @@ class RunState:
         dist_.barrier(self.info)
         return path
 
+    def keep(self) -> Path:
+        """Write the model alone, as it is now, to ``out_dir/steps/step_{step:06d}`` (keep_every):
+        a lucidlm checkpoint directory ``load_model`` opens. Every rank calls it (FSDP gathers)."""
+        from lucidlm.loading.checkpoint import save_checkpoint
+
+        path = self.out_dir / STEPS / kept_name(self.step)
+        to_save = dist_.full_model(self.model, self.info)
+        if self.info.is_main:
+            save_checkpoint(to_save, path, self.tokenizer)
+        dist_.barrier(self.info)
+        return path
+
     def restore(self, train_state: dict, source: Path) -> None:
         """Continue from ``train_state`` (read from ``source`` by ``load_train_state``): the
         optimizer moments, the fp16 loss scale, every RNG, the step and the best val loss."""
@@ -101,6 +116,21 @@ class RunState:
             self.scaler.load_state_dict(train_state["scaler"])
         set_rng_states(train_state["rng"], self.data_gen)
         self.step, self.best_val = int(train_state["step"]), float(train_state["best_val_loss"])
+
+
+def kept_name(step: int) -> str:
+    """The folder of the model kept at ``step``: zero-padded, so the folders sort by step."""
+    return f"step_{step:06d}"
+
+
+def kept_steps(out_dir: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, folder) of every model a run kept (keep_every), by step."""
+    found = []
+    for path in (Path(out_dir) / STEPS).glob("step_*"):
+        suffix = path.name[len("step_"):]
+        if path.is_dir() and suffix.isdigit() and (path / "config.json").is_file():
+            found.append((int(suffix), path))
+    return sorted(found)
 
 
 def rng_states(data_generator: torch.Generator) -> dict:
