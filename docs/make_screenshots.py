@@ -70,6 +70,15 @@ def main() -> None:
             page.wait_for_timeout(6000)
             page.screenshot(path=OUT / "explorer-next.png")
 
+            # the head that carries " Paris" (the scan's reddest cell), zeroed: the answer changes
+            page.goto(f"{url}/?panel=intervene&model=smollm2-135m-instruct&text={quote('The capital of France is')}"
+                      "&edits=zero:head:23:4")
+            page.wait_for_selector("#iv-summary:has-text('P(')", timeout=60_000)
+            page.click("#iv-scan")
+            page.wait_for_selector("[data-cells]", timeout=120_000)
+            page.wait_for_timeout(500)
+            page.screenshot(path=OUT / "explorer-intervene.png")
+
             page.goto(f"{url}/?panel=embeddings")  # embeds its example sentences on opening
             page.wait_for_selector("svg circle")
             page.wait_for_timeout(300)

@@ -518,14 +518,16 @@ def test_a_runs_kept_models_are_listed_traced_and_sampled(kept_run, smollm2_path
     client = TestClient(create_app(Workspace([SMOL], runs=[str(kept_run)])))
     run = "runs/tiny"
     assert client.get("/api/runs/checkpoints", params={"run": run}).json() == {"run": run, "steps": [0, 20, 40]}
-    samples = [client.post("/api/runs/sample", json={"run": run, "step": s, "text": "to be", "max_tokens": 30,
+    samples = [client.post("/api/runs/sample", json={"run": run, "step": s, "text": "to be", "max_tokens": 20,
                                                      "temperature": 0}).json() for s in (0, 40)]
-    assert samples[0]["model"] == "runs/tiny@0" and len(samples[1]["text"]) == 30  # characters: one per token
+    assert samples[0]["model"] == "runs/tiny@0" and len(samples[1]["text"]) == 20  # characters: one per token
     assert samples[0]["text"] != samples[1]["text"]  # trained 40 steps: another text
     meta = client.post("/api/trace", json={"model": "runs/tiny@40", "text": "to be or"}).json()
     assert meta["n_layer"] == 1 and len(meta["ids"]) == 8
     grid = client.get("/api/attention/grid", params={"trace": meta["trace"]}).json()
     assert grid["thumbs"]["shape"] == [1, 2, 8, 8]
+    long = client.post("/api/runs/sample", json={"run": run, "step": 40, "text": "to be", "max_tokens": 400}).json()
+    assert len(long["text"]) == 32 - 5  # capped at the model's context of 32 tokens
     for bad in ("runs/tiny@7", "runs/nope@0", "runs/tiny@x"):
         r = client.post("/api/trace", json={"model": bad, "text": "to be"})
         assert r.status_code == 404 and "unknown model" in r.json()["error"]["message"]

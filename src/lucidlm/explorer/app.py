@@ -81,6 +81,7 @@ class InterveneRequest(BaseModel):
     trace: str  # the prompt's trace (its model and ids)
     edits: list[EditRequest] = Field(min_length=1, max_length=16)
     source: str | None = Field(None, max_length=20_000)  # a patch's source prompt, as text
+    chat: bool = False  # the source through the chat template, as the traced prompt was
     target: int | None = None  # a token whose probability to follow (default: the model's top one)
 
 
@@ -237,7 +238,7 @@ def create_app(workspace: Workspace) -> FastAPI:
         rec = ws.cached_trace(body.trace)
         model, tokenizer = ws.model(rec.model)
         edits = [Edit(**e.model_dump()) for e in body.edits]
-        source = ws.prompt_ids(rec.model, body.source) if body.source is not None else None
+        source = ws.prompt_ids(rec.model, body.source, chat=body.chat) if body.source is not None else None
         with ws.lock:
             return forward.intervene(model, tokenizer, rec, edits, source, body.target)
 
@@ -272,8 +273,11 @@ def create_app(workspace: Workspace) -> FastAPI:
         name = f"{body.run}@{body.step}"
         ids = ws.prompt_ids(name, body.text)
         model, tokenizer = ws.model(name)
+        room = model.cfg.max_seq_len - len(ids)  # a small model's context: the sample stops where it ends
+        if room < 1:
+            raise ValueError(f"the prompt fills the model's context ({model.cfg.max_seq_len} tokens): shorten it")
         with ws.lock:
-            out = generate(model, tokenizer, ids, max_tokens=body.max_tokens,
+            out = generate(model, tokenizer, ids, max_tokens=min(body.max_tokens, room),
                            params=SamplingParams(temperature=body.temperature, seed=body.seed), truncate=True)
         return {"model": name, "step": body.step, "text": out.text, "finish_reason": out.finish_reason}
 

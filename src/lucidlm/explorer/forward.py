@@ -238,7 +238,7 @@ def intervene(model, tokenizer, rec: TraceRecord, edits: list[Edit], source_ids:
     """The prompt run again with ``edits`` (inspection.interventions). A decoder: the edited
     next-token logits (the page has the plain ones), the KL divergence plain -> edited, and the
     probability of ``target`` (default: the plain top token) both ways. An encoder: the cosine
-    between its plain and edited sentence vectors (mean of the hidden states)."""
+    between its plain and edited hidden state at the last position."""
     edit_fns = build_edits(model, rec.ids, edits, source_ids)
     edited = next_token_logits(model, rec.ids, edit_fns)
     if rec.kind != "decoder":

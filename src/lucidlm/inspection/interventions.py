@@ -25,6 +25,7 @@ import torch
 
 from lucidlm.inspection.trace import Trace
 from lucidlm.inspection.walkthrough import resolve_indices
+from lucidlm.models.transformer import DecoderLM
 
 KINDS = ("zero", "scale", "patch")
 SITES = ("head", "attn", "mlp", "resid")
@@ -87,7 +88,8 @@ def build_edits(model, ids: list[int], edits: list[Edit], source_ids: list[int] 
     for e in edits:
         layer = resolve_indices([e.layer], L, "layer")[0]
         head = resolve_indices([e.head], nh, "head")[0] if e.head is not None else None
-        position = resolve_indices([e.position], T, "position")[0] if e.position is not None else None
+        position = (resolve_indices([e.position], T, "position", "the prompt")[0] if e.position is not None
+                    else None)
         e = Edit(e.kind, e.site, layer, head, position, e.factor)
         source = None
         if e.kind == "patch":
@@ -116,8 +118,9 @@ def next_token_logits(model, ids: list[int], edits: dict | None = None) -> torch
     """The next-token logits (V,) after ``ids`` with the edits applied (None: the plain model).
     An encoder's answer is its last hidden state (C,) instead."""
     trace = Trace(keep=[], edits=edits)
+    last = {"last_only": True} if isinstance(model, DecoderLM) else {}  # the head on one position, not T
     with torch.inference_mode():
-        out = model(torch.tensor([ids]), trace=trace)
+        out = model(torch.tensor([ids]), trace=trace, **last)
     return out[0, -1].float()
 
 
@@ -127,6 +130,8 @@ def ablation_scan(model, ids: list[int], target: int, max_cells: int = 40_000_00
     batch's attention weights (rows x nh x T x T) stay under ``max_cells`` numbers."""
     L, nh, T = len(model.layers), model.cfg.n_head, len(ids)
     V = model.cfg.vocab_size
+    if not isinstance(model, DecoderLM):
+        raise ValueError("the head scan measures a next token's probability; an encoder (BERT, MiniLM) predicts none")
     if not 0 <= target < V:
         raise ValueError(f"target token {target} is not in the vocabulary (0..{V - 1})")
     hs = model.cfg.n_embd // nh
@@ -149,6 +154,6 @@ def ablation_scan(model, ids: list[int], target: int, max_cells: int = 40_000_00
             edits[f"layers.{layer}.attn.heads_out"] = zero
         trace = Trace(keep=[], edits=edits)
         with torch.inference_mode():
-            logits = model(torch.tensor([ids] * len(chunk)), trace=trace)[:, -1].float()  # (rows, V)
+            logits = model(torch.tensor([ids] * len(chunk)), trace=trace, last_only=True)[:, -1].float()  # (rows, V)
         probs[start:start + len(chunk)] = torch.softmax(logits, -1)[:, target]
     return {"target": target, "p_base": base, "p_ablated": probs.view(L, nh)}

@@ -107,9 +107,9 @@ def model_kind(model) -> str:
                      f"not a {type(model).__name__}, which needs a source and a target text")
 
 
-def resolve_indices(indices, count: int, noun: str) -> list[int]:
-    """User-given indices checked against ``count`` items, as 0..count-1 (negative ones count from
-    the end, as in Python), duplicates dropped, order kept.
+def resolve_indices(indices, count: int, noun: str, owner: str = "the model") -> list[int]:
+    """User-given indices checked against ``count`` items of ``owner``, as 0..count-1 (negative
+    ones count from the end, as in Python), duplicates dropped, order kept.
 
     >>> resolve_indices([0, -1, 0], 30, "layer")
     [0, 29]
@@ -120,7 +120,7 @@ def resolve_indices(indices, count: int, noun: str) -> list[int]:
     resolved: list[int] = []
     for i in indices:
         if not -count <= i < count:
-            raise ValueError(f"{noun} {i} does not exist: the model has {count} {noun}{'s' if count != 1 else ''} "
+            raise ValueError(f"{noun} {i} does not exist: {owner} has {count} {noun}{'s' if count != 1 else ''} "
                              f"(0..{count - 1}, or -{count}..-1 counting from the end)")
         if i % count not in resolved:
             resolved.append(i % count)

@@ -10,9 +10,9 @@ import * as api from "./lib/api.js";
 import {h, showError} from "./lib/dom.js";
 import * as state from "./lib/state.js";
 
-const PANELS = ["tokens", "attention", "walkthrough", "next", "embeddings", "runs"];
+const PANELS = ["tokens", "attention", "walkthrough", "next", "intervene", "embeddings", "runs"];
 const TITLES = {tokens: "Tokens", attention: "Attention", walkthrough: "Walkthrough", next: "Next token",
-                embeddings: "Embeddings", runs: "Training runs"};
+                intervene: "Intervene", embeddings: "Embeddings", runs: "Training runs"};
 
 let info = null;
 

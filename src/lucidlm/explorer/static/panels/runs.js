@@ -7,23 +7,33 @@
  * lucidlm/train/metrics.py). The panel polls every POLL_MS with since = the records it already
  * has and appends what is new, until the panel is left or another run is chosen.
  *
- * URL state: run (the run's name).
+ * Watch it learn (below the chart, for a run that kept its model every keep_every steps):
+ *   GET  /api/runs/checkpoints?run=        the steps kept -> the step slider
+ *   POST /api/runs/sample {run, step, ...} the prompt continued by that step's model (seed 0)
+ *   POST /api/trace {model: "RUN@STEP"}    the prompt through that step's model -> next-token bars
+ *   GET  /api/attention/head?trace=&layer=&head=   one head's weights -> the small heatmap
+ * Every answer is cached per step, so moving back to a step asks nothing again.
+ *
+ * URL state: run (the run's name); lstep, lprompt, ltemp, llayer, lhead (Watch it learn).
  */
 
 import * as api from "../lib/api.js";
 import { h, showError } from "../lib/dom.js";
 import * as state from "../lib/state.js";
 import uPlot from "../vendor/uplot/uPlot.esm.js";
+import { LearnView } from "./learn.js";
 
 export const title = "Training runs";
 
 const POLL_MS = 2000;
-const PLOT_HEIGHT = 380;
+const PLOT_HEIGHT = 320;
 const UPLOT_CSS = "/static/vendor/uplot/uPlot.min.css";
 const X_LABEL = "step";
 const Y_LABEL = "loss (cross-entropy, nats)";
 const TRAIN_COLOR = "#2f5fd0";
 const VAL_COLOR = "#d9480f";
+const MARK_COLOR = "#2b8a3e"; // the step Watch it learn shows, on the loss chart
+
 
 export async function mount(root, info) {
   addStylesheet(UPLOT_CSS);
@@ -59,10 +69,21 @@ export async function mount(root, info) {
   const plotBox = h("div", { class: "runs-plot" });
   const table = h("div", { class: "runs-latest" });
   const footer = h("div", { class: "hint runs-footer" });
-  panel.append(h("div", { class: "row" }, h("label", { for: "run" }, "run"), select), message, plotBox, table, footer);
+  const learnBox = h("section", { class: "learn" });
+  // Watch it learn right under the chart: its slider moves the chart's step line
+  panel.append(h("div", { class: "row" }, h("label", { for: "run" }, "run"), select), message, plotBox, learnBox, table,
+    footer);
 
   let following = 0; // bumped when another run is chosen: the old poll loop sees it and stops
   let plot = null;
+  let records = []; // the chosen run's metrics records, as far as polled
+  let learn = null; // the chosen run's Watch it learn view
+  let markStep = null; // the step it shows: a vertical line on the chart
+  const markAt = (step) => {
+    markStep = step;
+    plotBox.dataset.markStep = step; // the canvas's line, for tests
+    plot?.redraw(false); // runs the draw hook again (markStepLine)
+  };
 
   // uPlot draws at a fixed width: follow the panel's width as the window is resized
   const plotWidth = () => Math.max(320, panel.clientWidth - 8);
@@ -79,7 +100,11 @@ export async function mount(root, info) {
     table.replaceChildren();
     message.replaceChildren();
     footer.textContent = "";
-    let records = [];
+    records = [];
+    learn?.destroy();
+    markStep = null;
+    learn = new LearnView(learnBox, name, { records: () => records, mark: markAt });
+    learn.refresh();
     while (!left()) {
       try {
         // ask from the last record we have, not after it: if it comes back different, the file was
@@ -97,6 +122,8 @@ export async function mount(root, info) {
         if (fresh.length || !plot) {
           records = records.concat(fresh);
           draw(name, records);
+          learn.lossChanged();
+          if (fresh.length) learn.refresh(); // a run still training may have kept another step
         }
         footer.textContent = `${records.length.toLocaleString("en")} records · checked ${new Date().toLocaleTimeString()} ` +
           "· polled every 2 s while this panel is open";
@@ -106,9 +133,10 @@ export async function mount(root, info) {
       }
       await new Promise((resolve) => setTimeout(resolve, POLL_MS));
     }
-    if (!panel.isConnected) { // the panel was left: let go of the plot and the observer
+    if (!panel.isConnected) { // the panel was left: let go of the plot, the observer and the player
       resize.disconnect();
       plot?.destroy();
+      learn?.destroy();
     }
   }
 
@@ -136,7 +164,8 @@ export async function mount(root, info) {
       title: name,
       width: plotWidth(),
       height: PLOT_HEIGHT,
-      scales: { x: { time: false } }, // steps, not timestamps
+      // steps, not timestamps; from step 0, where a run keeps its first model
+      scales: { x: { time: false, range: (u, min, max) => [Math.min(0, min), max > Math.min(0, min) ? max : 1] } },
       axes: [{ label: X_LABEL }, { label: Y_LABEL, size: 60 }], // drawn on the canvas
       series: [
         { label: "step", value: (u, v) => (v === null || v === undefined ? "–" : v) },
@@ -145,6 +174,7 @@ export async function mount(root, info) {
           points: { show: true, size: 7, stroke: VAL_COLOR, fill: VAL_COLOR } },
       ],
       legend: { show: true },
+      hooks: { draw: [(u) => markStepLine(u, markStep)] },
     };
   }
 
@@ -196,4 +226,30 @@ function latestTable(records) {
 function addStylesheet(href) {
   if ([...document.querySelectorAll("link[rel=stylesheet]")].some((l) => l.getAttribute("href") === href)) return;
   document.head.append(h("link", { rel: "stylesheet", href }));
+}
+
+/** The step Watch it learn shows, drawn on the loss chart: a dashed vertical line and its label. */
+function markStepLine(u, step) {
+  if (step === null) return;
+  const x = u.valToPos(step, "x", true); // canvas pixels
+  const { left, top, width, height } = u.bbox;
+  if (!(x >= left - 1 && x <= left + width + 1)) return;
+  const dpr = globalThis.devicePixelRatio || 1;
+  const ctx = u.ctx;
+  ctx.save();
+  ctx.strokeStyle = MARK_COLOR;
+  ctx.lineWidth = 2 * dpr;
+  ctx.setLineDash([6 * dpr, 4 * dpr]);
+  ctx.beginPath();
+  ctx.moveTo(x, top);
+  ctx.lineTo(x, top + height);
+  ctx.stroke();
+  ctx.fillStyle = MARK_COLOR;
+  ctx.font = `bold ${12 * dpr}px system-ui, sans-serif`;
+  ctx.textBaseline = "top";
+  const label = `step ${step.toLocaleString("en")}`;
+  const right = x + 6 * dpr + ctx.measureText(label).width > left + width; // near the right edge: label on the left
+  ctx.textAlign = right ? "right" : "left";
+  ctx.fillText(label, x + (right ? -6 : 6) * dpr, top + 4 * dpr);
+  ctx.restore();
 }
