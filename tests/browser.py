@@ -56,6 +56,21 @@ def launch_chromium(playwright):
 
 
 @contextmanager
+def chromium() -> Iterator:
+    """Playwright started, a headless Debian chromium launched, both closed afterwards (skips the
+    test without them): what a test module's ``browser`` fixture yields."""
+    skip_without_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = launch_chromium(p)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
 def serve_app(app, timeout: float = 10.0) -> Iterator[str]:
     """Serve the ASGI ``app`` with uvicorn in a background thread; yield its base URL.
 

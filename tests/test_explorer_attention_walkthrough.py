@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, quote, urlsplit
 import numpy as np
 import pytest
 
-from browser import ConsoleLog, RequestLog, launch_chromium, serve_app, skip_without_browser
+from browser import ConsoleLog, RequestLog, chromium, serve_app, skip_without_browser
 
 DECODER = "smollm2-135m-instruct"  # 30 layers x 9 heads, 3 KV heads (grouped-query attention)
 ENCODER = "all-minilm-l6-v2"  # 6 layers x 12 heads, bidirectional
@@ -53,13 +53,8 @@ def server(workspace):
 
 @pytest.fixture(scope="module")
 def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = launch_chromium(p)
-        yield chromium
-        chromium.close()
-
+    with chromium() as b:
+        yield b
 
 @pytest.fixture
 def page(browser):

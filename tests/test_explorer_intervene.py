@@ -28,7 +28,7 @@ import pytest
 import torch
 
 import lucidlm
-from browser import ConsoleLog, RequestLog, launch_chromium, serve_app, skip_without_browser
+from browser import ConsoleLog, RequestLog, chromium, serve_app, skip_without_browser
 
 DECODER = "smollm2-135m-instruct"
 ENCODER = "all-minilm-l6-v2"
@@ -53,13 +53,8 @@ def server():
 
 @pytest.fixture(scope="module")
 def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = launch_chromium(p)
-        yield chromium
-        chromium.close()
-
+    with chromium() as b:
+        yield b
 
 @pytest.fixture(scope="module")
 def model():

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from browser import ConsoleLog, RequestLog, launch_chromium, serve_app, skip_without_browser
+from browser import ConsoleLog, RequestLog, chromium, serve_app, skip_without_browser
 
 SMOL = "smollm2-135m-instruct"
 ARTIFACTS = Path(os.environ.get("LUCIDLM_ARTIFACTS", "test-artifacts/explorer"))
@@ -65,14 +65,8 @@ def server(smollm2_path, runs_root):
 
 @pytest.fixture(scope="module")
 def browser():
-    skip_without_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = launch_chromium(p)
-        yield chromium
-        chromium.close()
-
+    with chromium() as b:
+        yield b
 
 @pytest.fixture
 def page(browser):

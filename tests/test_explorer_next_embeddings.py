@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from browser import ConsoleLog, RequestLog, launch_chromium, serve_app, skip_without_browser
+from browser import ConsoleLog, RequestLog, chromium, serve_app, skip_without_browser
 from lucidlm.generate.sampling import SamplingParams, sampling_probs
 
 DECODER = "smollm2-135m-instruct"
@@ -47,13 +47,8 @@ def server():
 
 @pytest.fixture(scope="module")
 def browser(server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = launch_chromium(p)
-        yield chromium
-        chromium.close()
-
+    with chromium() as b:
+        yield b
 
 @pytest.fixture
 def page(browser):

@@ -20,7 +20,7 @@ from typing import NamedTuple
 
 import pytest
 
-from browser import ConsoleLog, RequestLog, launch_chromium, serve_app, skip_without_browser
+from browser import ConsoleLog, RequestLog, chromium, serve_app, skip_without_browser
 from lucidlm.explorer.tokens import expand
 
 SMOL, MINILM = "smollm2-135m-instruct", "all-minilm-l6-v2"
@@ -82,14 +82,8 @@ def server(smollm2_path, minilm_dir, runs_root):
 
 @pytest.fixture(scope="module")
 def browser():
-    skip_without_browser()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = launch_chromium(p)
-        yield chromium
-        chromium.close()
-
+    with chromium() as b:
+        yield b
 
 class Tab(NamedTuple):
     page: object
