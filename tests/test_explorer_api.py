@@ -531,3 +531,57 @@ def test_a_runs_kept_models_are_listed_traced_and_sampled(kept_run, smollm2_path
     for bad in ("runs/tiny@7", "runs/nope@0", "runs/tiny@x"):
         r = client.post("/api/trace", json={"model": bad, "text": "to be"})
         assert r.status_code == 404 and "unknown model" in r.json()["error"]["message"]
+
+
+# -- comparing two traces ------------------------------------------------------------------------
+
+def test_compare_a_trace_with_itself_is_exactly_zero(client, traced):
+    body = client.post("/api/compare", json={"a": traced["trace"], "b": traced["trace"]}).json()
+    assert np.all(tensor(body["attention"]) == 0) and body["next"]["kl"] == 0.0
+    assert body["answer"]["a"] == body["answer"]["b"] and body["answer"]["a"]["answer"] == 7042
+
+
+def test_compare_plain_and_edited_equals_the_same_edit_by_a_pytorch_hook(client, traced, ws):
+    """Zero head 3 of layer 10: heads up to layer 10 attend exactly as before (the edit is after
+    their weights), later ones change; the differences equal those of a run edited by a hook."""
+    model, _ = ws.model(SMOL)
+    hs = model.cfg.n_embd // model.cfg.n_head
+    edited = client.post("/api/trace", json={"model": SMOL, "text": "The capital of France is",
+                                             "edits": [{"kind": "zero", "site": "head", "layer": 10, "head": 3}]})
+    assert edited.status_code == 200, edited.text
+    edited = edited.json()
+    assert edited["trace"] != traced["trace"]
+    body = client.post("/api/compare", json={"a": traced["trace"], "b": edited["trace"]}).json()
+    diff = tensor(body["attention"])
+    assert np.all(diff[:11] == 0) and diff[11:].max() > 1e-4
+
+    def pre(module, args):
+        x = args[0].clone()
+        x[..., 3 * hs:4 * hs] = 0
+        return (x,)
+
+    plain, hooked = Trace(keep=["attn.weights"]), Trace(keep=["attn.weights"])
+    with torch.inference_mode():
+        model(torch.tensor([traced["ids"]]), trace=plain)
+        handle = model.layers[10].attn.proj.register_forward_pre_hook(pre)
+        try:
+            model(torch.tensor([traced["ids"]]), trace=hooked)
+        finally:
+            handle.remove()
+    want = np.array([[(plain[f"layers.{i}.attn.weights"][0, h] - hooked[f"layers.{i}.attn.weights"][0, h]).abs()
+                      .mean().item() for h in range(9)] for i in range(30)])
+    np.testing.assert_allclose(diff, want, atol=2e-3)  # weights travel as float16
+    assert body["next"]["kl"] > 0 and body["next"]["changes"][0]["label"]
+
+
+def test_compare_two_prompts_and_what_cannot_be_compared(client, traced):
+    other = client.post("/api/trace", json={"model": SMOL, "text": "The capital of Italy is a city"}).json()
+    body = client.post("/api/compare", json={"a": traced["trace"], "b": other["trace"]}).json()
+    assert body["tokens"] == len(traced["ids"]) and not body["same_prefix"]
+    assert {c["label"] for c in body["next"]["changes"][:3]} & {" Paris", " in", " of", ","}
+    bert = client.post("/api/trace", json={"model": MINILM, "text": "The cat sat"}).json()
+    r = client.post("/api/compare", json={"a": traced["trace"], "b": bert["trace"]})
+    assert r.status_code == 400 and "differ in shape" in r.json()["error"]["message"]
+    r = client.post("/api/trace", json={"model": SMOL, "text": "x", "edits": [
+        {"kind": "patch", "site": "resid", "layer": 0, "position": 0}]})
+    assert r.status_code == 400 and "/api/intervene" in r.json()["error"]["message"]

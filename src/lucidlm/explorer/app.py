@@ -4,7 +4,8 @@
     GET  /api/info                  models, tokenizers, runs, corpus and limits this explorer was given
     POST /api/tokens                {tokenizer | tokenizers, text, chat?} -> the tokens: ids, spans, bytes
     GET  /api/merges                ?tokenizer=&id=                  -> the BPE merges that build one token
-    POST /api/trace                 {model, text, chat?}             -> a trace's tokens and shape (+ next token)
+    POST /api/trace                 {model, text, chat?, edits?}     -> a trace's tokens and shape (+ next token)
+    POST /api/compare               {a, b}                           -> two traces: attention per head, KL, answer depth
     GET  /api/attention/grid        ?trace=                          -> every layer x head as a thumbnail
     GET  /api/attention/head        ?trace=&layer=&head=             -> one head's full weights
     GET  /api/lens                  ?trace=&last=                    -> the logit lens, after attn and MLP
@@ -57,17 +58,6 @@ class TokensRequest(BaseModel):
     chat: bool = False  # the text as one user message, through the chat template (as the server does)
 
 
-class TraceRequest(BaseModel):
-    model: str
-    text: str
-    chat: bool = False
-
-
-class StepRequest(BaseModel):
-    model: str
-    ids: list[int] = Field(max_length=8192)
-
-
 class EditRequest(BaseModel):
     kind: str  # zero | scale | patch
     site: str  # head | attn | mlp | resid
@@ -77,12 +67,29 @@ class EditRequest(BaseModel):
     factor: float = 0.0
 
 
+class TraceRequest(BaseModel):
+    model: str
+    text: str
+    chat: bool = False
+    edits: list[EditRequest] = Field(default_factory=list, max_length=16)  # trace the edited model (no patch)
+
+
+class StepRequest(BaseModel):
+    model: str
+    ids: list[int] = Field(max_length=8192)
+
+
 class InterveneRequest(BaseModel):
     trace: str  # the prompt's trace (its model and ids)
     edits: list[EditRequest] = Field(min_length=1, max_length=16)
     source: str | None = Field(None, max_length=20_000)  # a patch's source prompt, as text
     chat: bool = False  # the source through the chat template, as the traced prompt was
     target: int | None = None  # a token whose probability to follow (default: the model's top one)
+
+
+class CompareRequest(BaseModel):
+    a: str  # two traces (POST /api/trace answers' "trace")
+    b: str
 
 
 class ScanRequest(BaseModel):
@@ -181,7 +188,10 @@ def create_app(workspace: Workspace) -> FastAPI:
     @app.post("/api/trace")
     def trace(body: TraceRequest) -> dict:
         ids = ws.prompt_ids(body.model, body.text, chat=body.chat)
-        rec = ws.trace(body.model, ids)
+        edits = [Edit(**e.model_dump()) for e in body.edits]
+        if any(e.kind == "patch" for e in edits):
+            raise ValueError("a traced edit may zero or scale; a patch needs a second prompt: use /api/intervene")
+        rec = ws.trace(body.model, ids, edits)
         model, tokenizer = ws.model(body.model)
         out = rec.meta(model)
         if rec.last_logits is not None:
@@ -241,6 +251,13 @@ def create_app(workspace: Workspace) -> FastAPI:
         source = ws.prompt_ids(rec.model, body.source, chat=body.chat) if body.source is not None else None
         with ws.lock:
             return forward.intervene(model, tokenizer, rec, edits, source, body.target)
+
+    @app.post("/api/compare")
+    def compare(body: CompareRequest) -> dict:
+        rec_a, rec_b = ws.cached_trace(body.a), ws.cached_trace(body.b)
+        (model_a, tok_a), (model_b, tok_b) = ws.model(rec_a.model), ws.model(rec_b.model)
+        with ws.lock:
+            return forward.compare(model_a, tok_a, rec_a, model_b, tok_b, rec_b)
 
     @app.post("/api/ablation-scan")
     def scan(body: ScanRequest) -> dict:

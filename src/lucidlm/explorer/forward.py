@@ -70,14 +70,16 @@ class TraceRecord:
                 "width": cfg.n_embd, "vocab_size": cfg.vocab_size}
 
 
-def trace_id(model_name: str, ids: list[int]) -> str:
-    return hashlib.sha256(f"{model_name}\0{ids}".encode()).hexdigest()[:16]
+def trace_id(model_name: str, ids: list[int], edits: list[Edit] = ()) -> str:
+    return hashlib.sha256(f"{model_name}\0{ids}\0{list(edits)}".encode()).hexdigest()[:16]
 
 
-def run_trace(model, tokenizer, model_name: str, ids: list[int]) -> TraceRecord:
-    """One forward pass over ``ids``, recording attention weights and the residual stream."""
+def run_trace(model, tokenizer, model_name: str, ids: list[int], edits: list[Edit] = ()) -> TraceRecord:
+    """One forward pass over ``ids``, recording attention weights and the residual stream; with
+    ``edits`` (no patches: they need a second prompt), the pass of the edited model."""
     kind = model_kind(model)
-    trace = Trace(keep=["attn.weights", "attn.resid", "mlp.resid"])
+    trace = Trace(keep=["attn.weights", "attn.resid", "mlp.resid"],
+                  edits=build_edits(model, ids, list(edits)) if edits else None)
     with torch.inference_mode():
         out = model(torch.tensor([ids]), trace=trace)  # (1, T, V) logits or (1, T, C) hidden
     L = len(model.layers)
@@ -87,7 +89,7 @@ def run_trace(model, tokenizer, model_name: str, ids: list[int]) -> TraceRecord:
         after_attn = torch.stack([trace[f"layers.{i}.attn.resid"][0] for i in range(L)])  # (L, T, C)
         after_mlp = torch.stack([trace[f"layers.{i}.mlp.resid"][0] for i in range(L)])
         last = out[0, -1].float()  # (V,)
-    return TraceRecord(trace_id(model_name, ids), model_name, kind, list(ids), token_labels(tokenizer, ids),
+    return TraceRecord(trace_id(model_name, ids, edits), model_name, kind, list(ids), token_labels(tokenizer, ids),
                        weights, after_attn, after_mlp, last)
 
 
@@ -269,3 +271,53 @@ def head_scan(model, tokenizer, rec: TraceRecord, target: int | None) -> dict:
     scan = ablation_scan(model, rec.ids, target)
     return {"target": target, "label": token_labels(tokenizer, [target])[0], "p_base": scan["p_base"],
             "p_ablated": tensor_json(scan["p_ablated"], "float32")}
+
+
+# -- comparing two traces -----------------------------------------------------------------------
+
+def _answer_layer(model, rec: TraceRecord) -> dict | None:
+    """The first reading (layer, after attn or MLP) at the last position whose top token is the
+    model's final answer there: how deep the answer forms. None for an encoder."""
+    if rec.kind != "decoder":
+        return None
+    L = rec.after_mlp.shape[0]
+    x = torch.stack([rec.after_attn[:, -1], rec.after_mlp[:, -1]], 1).reshape(2 * L, -1)  # (2L, C) in depth order
+    with torch.inference_mode():
+        top = _probs(model, x).argmax(-1)  # (2L,)
+    final = int(rec.last_logits.argmax())
+    first = next(r for r in range(2 * L) if all(int(t) == final for t in top[r:]))  # stays the answer from here
+    return {"answer": final, "layer": first // 2, "after": ("attn", "mlp")[first % 2]}
+
+
+def compare(model_a, tok_a, rec_a: TraceRecord, model_b, tok_b, rec_b: TraceRecord, top: int = 10) -> dict:
+    """Two traces side by side: base vs fine-tuned, two kept steps, a plain and an edited run, or
+    two prompts through one model.
+
+    - ``attention``: for each head, the mean absolute difference of the weights (L, nh), over the
+      first ``tokens`` positions both prompts have (a causal model's first rows only see those);
+      exactly 0 where the two computations were the same;
+    - ``next``: KL(a || b) of the next-token distributions and the tokens whose probability changed
+      most (decoders, with one vocabulary);
+    - ``answer``: the first layer from which each model's final answer stays the top token."""
+    La, Lb = len(rec_a.weights), len(rec_b.weights)
+    if (La, rec_a.weights[0].shape[0]) != (Lb, rec_b.weights[0].shape[0]):
+        raise ValueError(f"the two models differ in shape ({La} layers x {rec_a.weights[0].shape[0]} heads vs {Lb} x "
+                         f"{rec_b.weights[0].shape[0]}): compare two runs of one architecture (two checkpoints, a base "
+                         "and its fine-tune, two prompts)")
+    T = min(len(rec_a.ids), len(rec_b.ids))
+    if rec_a.kind == "encoder" and len(rec_a.ids) != len(rec_b.ids):
+        raise ValueError("an encoder's tokens all see each other, so two prompts compare only at the same length "
+                         f"({len(rec_a.ids)} vs {len(rec_b.ids)} tokens)")
+    diff = torch.stack([(wa[:, :T, :T].float() - wb[:, :T, :T].float()).abs().mean((-1, -2))
+                        for wa, wb in zip(rec_a.weights, rec_b.weights)])  # (L, nh)
+    out = {"a": rec_a.id, "b": rec_b.id, "tokens": T, "same_prefix": rec_a.ids[:T] == rec_b.ids[:T],
+           "attention": tensor_json(diff, "float32"), "next": None,
+           "answer": {"a": _answer_layer(model_a, rec_a), "b": _answer_layer(model_b, rec_b)}}
+    if rec_a.kind == "decoder" and rec_a.last_logits.shape == rec_b.last_logits.shape:
+        la, lb = torch.log_softmax(rec_a.last_logits, -1), torch.log_softmax(rec_b.last_logits, -1)
+        pa, pb = la.exp(), lb.exp()
+        kl = float(torch.sum(pa * (la - lb)).clamp(min=0))
+        changed = torch.topk((pb - pa).abs(), min(top, pa.numel())).indices.tolist()
+        out["next"] = {"kl": kl, "changes": [{"id": i, "label": token_labels(tok_a, [i])[0], "p_a": pa[i].item(),
+                                              "p_b": pb[i].item()} for i in changed]}
+    return out

@@ -180,15 +180,16 @@ class Workspace:
             raise ValueError("the prompt gives no tokens")
         return ids
 
-    def trace(self, model_name: str, ids: list[int]) -> TraceRecord:
-        """The trace of ``ids`` through the model: from the cache, or one forward pass."""
-        key = trace_id(model_name, ids)
+    def trace(self, model_name: str, ids: list[int], edits: list = ()) -> TraceRecord:
+        """The trace of ``ids`` through the model (with ``edits``, the edited model): from the
+        cache, or one forward pass."""
+        key = trace_id(model_name, ids, edits)
         with self.lock:
             if key in self._traces:
                 self._traces.move_to_end(key)
                 return self._traces[key]
             model, tokenizer = self.model(model_name)
-            rec = run_trace(model, tokenizer, model_name, ids)
+            rec = run_trace(model, tokenizer, model_name, ids, edits)
             self._traces[key] = rec
             while len(self._traces) > TRACE_CACHE:
                 self._traces.popitem(last=False)
