@@ -585,3 +585,66 @@ def test_compare_two_prompts_and_what_cannot_be_compared(client, traced):
     r = client.post("/api/trace", json={"model": SMOL, "text": "x", "edits": [
         {"kind": "patch", "site": "resid", "layer": 0, "position": 0}]})
     assert r.status_code == 400 and "/api/intervene" in r.json()["error"]["message"]
+
+
+# -- copy as Python ------------------------------------------------------------------------------
+
+def _run_python(client, **query) -> dict:
+    """GET /api/python for a view, then run the code it gives: the namespace it leaves."""
+    r = client.get("/api/python", params=query)
+    assert r.status_code == 200, r.text
+    namespace: dict = {}
+    exec(compile(r.json()["code"], f"<{query['panel']}>", "exec"), namespace)  # noqa: S102 - our own code
+    return namespace
+
+
+def test_copy_as_python_computes_what_each_panel_shows(client, traced, capsys):
+    ns = _run_python(client, panel="attention", model=SMOL, text="The capital of France is", layer=3, head=4)
+    head = client.get("/api/attention/head", params={"trace": traced["trace"], "layer": 3, "head": 4}).json()
+    np.testing.assert_allclose(ns["weights"].numpy(), tensor(head["weights"]).astype(np.float32), atol=1e-3)
+
+    ns = _run_python(client, panel="next", model=SMOL, text="The capital of France is", temp=0.7, topk=20, topp=0.9)
+    np.testing.assert_allclose(ns["logits"].float().numpy(), tensor(traced["next"]["logits"]), atol=2e-4, rtol=1e-4)
+
+    ns = _run_python(client, panel="intervene", model=SMOL, text="The capital of France is",
+                     edits="zero:head:23:4,scale:mlp:3::0.5")
+    api = client.post("/api/intervene", json={"trace": traced["trace"], "edits": [
+        {"kind": "zero", "site": "head", "layer": 23, "head": 4},
+        {"kind": "scale", "site": "mlp", "layer": 3, "factor": 0.5}]}).json()
+    assert ns["edited"][7042].item() == pytest.approx(api["p_edited"], abs=1e-5)
+
+    ns = _run_python(client, panel="tokens", ttext="Hello 🤔 world", toks="o200k_base,gpt2")
+    want = tokens_of(client, tokenizer="gpt2", text="Hello 🤔 world")
+    assert ns["ids"] == want["ids"]  # the loop's last tokenizer
+
+    ns = _run_python(client, panel="walkthrough", model=SMOL, text="The cat sat", wlayer=2)
+    assert "layers.2.attn.q" in ns["trace"]
+    ns = _run_python(client, panel="embeddings", sents="A cat sits.\nA kitten is sitting.\nStocks fell.")
+    body = client.post("/api/embeddings", json={"sentences": ["A cat sits.", "A kitten is sitting.",
+                                                              "Stocks fell."]}).json()
+    np.testing.assert_allclose(ns["cosine"].numpy(), np.array(body["cosine"]), atol=1e-4)
+    capsys.readouterr()
+
+
+def test_copy_as_python_serves_only_given_models_and_known_panels(client):
+    r = client.get("/api/python", params={"panel": "attention", "model": "/etc/passwd"})
+    assert r.status_code == 404 and "unknown model" in r.json()["error"]["message"]
+    r = client.get("/api/python", params={"panel": "nope"})
+    assert r.status_code == 400 and "no Python" in r.json()["error"]["message"]
+    r = client.get("/api/python", params={"panel": "attention", "layer": "x"})
+    assert r.status_code == 400 and "whole number" in r.json()["error"]["message"]
+
+
+def test_copy_as_python_never_pastes_what_a_link_says_into_code(client):
+    evil = "__import__('os').system('echo pwned')"
+    for query in [{"panel": "intervene", "edits": f"zero:head:{evil}:1"},
+                  {"panel": "attention", "layer": evil},
+                  {"panel": "next", "temp": evil}]:
+        r = client.get("/api/python", params=query)
+        assert r.status_code == 400, query
+    code = client.get("/api/python", params={"panel": "attention", "text": evil + '"""\nimport os'}).json()["code"]
+    import ast
+
+    tree = ast.parse(code)  # the text is a string literal: no import of os, no call of __import__
+    assert not any(isinstance(n, ast.Import) and any(a.name == "os" for a in n.names) for n in ast.walk(tree))
+    assert not any(isinstance(n, ast.Name) and n.id == "__import__" for n in ast.walk(tree))

@@ -13,6 +13,7 @@
     POST /api/step                  {model, ids}                     -> next-token logits after ids
     POST /api/intervene             {trace, edits, source?, target?} -> next token with heads/MLPs zeroed, scaled, patched
     POST /api/ablation-scan         {trace, target?}                 -> each head zeroed in turn: the target's probability
+    GET  /api/python                ?panel=&(the page's URL keys)    -> the lucidlm code that computes the view
     GET  /api/source                ?file=                           -> one of lucidlm's own source files
     POST /api/embeddings            {sentences}                      -> cosine matrix, PCA map, neighbours
     GET  /api/runs                                                   -> the training runs found
@@ -39,6 +40,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lucidlm.explorer import forward, tokens
 from lucidlm.explorer.embedding_map import sentence_map
+from lucidlm.explorer.python_code import python_for
 from lucidlm.explorer.sources import read_source
 from lucidlm.explorer.workspace import Workspace
 from lucidlm.generate.decode import generate
@@ -265,6 +267,17 @@ def create_app(workspace: Workspace) -> FastAPI:
         model, tokenizer = ws.model(rec.model)
         with ws.lock:
             return forward.head_scan(model, tokenizer, rec, body.target)
+
+    @app.get("/api/python")
+    def python(request: Request) -> dict:
+        """The lines of lucidlm code that compute what a panel shows ("copy as Python"): the query
+        is the page's own URL state (panel=attention&model=...&text=...&layer=...&head=...)."""
+        params = dict(request.query_params)
+        panel = params.pop("panel", "tokens")
+        model = params.get("model")
+        if model is not None and model not in ws.model_names:  # only what this explorer was given
+            ws.model(model)  # a kept step RUN@STEP is fine; anything else: unknown model
+        return {"panel": panel, "code": python_for(panel, params)}
 
     @app.get("/api/source")
     def source(file: str) -> dict:

@@ -1,0 +1,123 @@
+""""Copy as Python": the few lines of lucidlm code that compute what a panel shows.
+
+``python_for(panel, params)`` reads the same keys as the page's URL (model, text, layer, head,
+temp, ...) and returns a short script that uses only lucidlm's public functions: a student pastes
+it into a notebook and gets the numbers of the view, to change and rerun. Each script ends by
+printing what it computed; tests/test_explorer_api.py runs every one and compares with the API.
+"""
+
+from __future__ import annotations
+
+import json
+
+PANELS = ("tokens", "attention", "walkthrough", "next", "intervene", "embeddings")
+
+
+def _int(params: dict, key: str, default: int) -> int:
+    try:
+        return int(params.get(key, default))
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={params.get(key)!r} is not a whole number") from None
+
+
+def _float(params: dict, key: str, default: float) -> float:
+    try:
+        return float(params.get(key, default))
+    except (TypeError, ValueError):
+        raise ValueError(f"{key}={params.get(key)!r} is not a number") from None
+
+
+def _prompt(params: dict, default: str = "The capital of France is") -> tuple[str, str]:
+    model = params.get("model") or "smollm2-135m-instruct"
+    return json.dumps(model), json.dumps(params.get("text") or default)
+
+
+def _load(model: str, text: str) -> str:
+    return (f"import torch\n"
+            f"import lucidlm\n"
+            f"from lucidlm.generate.decode import encode_prompt\n"
+            f"from lucidlm.inspection import Trace\n\n"
+            f"model, tok = lucidlm.load_model({model})\n"
+            f"model.eval()\n"
+            f"ids = encode_prompt(tok, {text})  # the ids the model reads\n")
+
+
+def python_for(panel: str, params: dict) -> str:
+    """The script for ``panel`` with the view's ``params`` (the URL's keys)."""
+    if panel == "tokens":
+        text = json.dumps(params.get("ttext") or "Tokenizers don't see letters.")
+        names = [n for n in (params.get("toks") or "cl100k_base").split(",") if n][:8]  # shown with repr()
+        return ("from lucidlm.tokenizers import load_tokenizer\n\n"
+                f"text = {text}\n"
+                f"for name in {names!r}:\n"
+                "    tok = load_tokenizer(name)  # a registered name or a tokenizer file\n"
+                "    ids = tok.encode(text)\n"
+                "    print(name, len(ids), 'tokens:', ids)\n")
+    if panel == "attention":
+        model, text = _prompt(params)
+        layer, head = _int(params, "layer", 0), _int(params, "head", 0)
+        return (_load(model, text)
+                + "trace = Trace(keep=['attn.weights'])  # record only the attention weights\n"
+                "with torch.inference_mode():\n"
+                "    model(torch.tensor([ids]), trace=trace)\n"
+                f"weights = trace['layers.{layer}.attn.weights'][0, {head}]  # (T, T): row = query, column = key\n"
+                "print(weights)\n")
+    if panel == "walkthrough":
+        model, text = _prompt(params, "The cat sat on the")
+        layer = _int(params, "wlayer", 0)
+        return (_load(model, text)
+                + "trace = Trace()  # every stage\n"
+                "with torch.inference_mode():\n"
+                "    model(torch.tensor([ids]), trace=trace)\n"
+                f"for name in trace.names('layers.{layer}.'):\n"
+                "    print(f'{name:32} {tuple(trace[name].shape)}')\n")
+    if panel == "next":
+        model, text = _prompt(params)
+        temp, topk = _float(params, "temp", 1.0), _int(params, "topk", 0)
+        topp, minp = _float(params, "topp", 1.0), _float(params, "minp", 0.0)
+        return (_load(model, text)
+                + "from lucidlm.generate.sampling import SamplingParams, sampling_probs\n\n"
+                "with torch.inference_mode():\n"
+                "    logits = model(torch.tensor([ids]))[0, -1]  # (V,) scores of the next token\n"
+                f"params = SamplingParams(temperature={temp}, top_k={topk}, top_p={topp}, min_p={minp})\n"
+                "probs = sampling_probs(logits, params)  # what sampling draws from\n"
+                "best = torch.topk(probs, 10)\n"
+                "for p, i in zip(best.values.tolist(), best.indices.tolist()):\n"
+                "    print(f'{p:7.2%}  {tok.decode([i])!r}')\n")
+    if panel == "intervene":
+        model, text = _prompt(params)
+        edits = []
+        for item in (params.get("edits") or "").split(","):
+            parts = (item.split(":") + [""] * 6)[:6]  # kind:site:layer:head:factor:position
+            if not parts[0]:
+                continue
+            if parts[0] == "patch":
+                raise ValueError("copy as Python covers zero and scale edits; a patch needs its source prompt")
+            if parts[0] not in ("zero", "scale") or parts[1] not in ("head", "attn", "mlp", "resid"):
+                raise ValueError(f"edit {item!r}: expected zero|scale : head|attn|mlp|resid : layer ...")
+            # every value is parsed, never pasted: a shared link must not put code into the script
+            numbers = {"layer": _int({"layer": parts[2] or 0}, "layer", 0)}
+            if parts[3]:
+                numbers["head"] = _int({"head": parts[3]}, "head", 0)
+            if parts[4]:
+                numbers["factor"] = _float({"factor": parts[4]}, "factor", 0.0)
+            if parts[5]:
+                numbers["position"] = _int({"position": parts[5]}, "position", 0)
+            args = [repr(parts[0]), repr(parts[1]), str(numbers.pop("layer"))]
+            args += [f"{k}={v!r}" for k, v in numbers.items()]
+            edits.append(f"Edit({', '.join(args)})")
+        return (_load(model, text)
+                + "from lucidlm.inspection.interventions import Edit, build_edits, next_token_logits\n\n"
+                f"edits = build_edits(model, ids, [{', '.join(edits)}])\n"
+                "plain = torch.softmax(next_token_logits(model, ids), -1)\n"
+                "edited = torch.softmax(next_token_logits(model, ids, edits), -1)\n"
+                "answer = int(plain.argmax())\n"
+                "print(f'{tok.decode([answer])!r}: {plain[answer]:.2%} -> {edited[answer]:.2%}')\n")
+    if panel == "embeddings":
+        sentences = [s for s in (params.get("sents") or "A cat sat.\nStocks fell.").splitlines() if s.strip()][:64]
+        return ("import lucidlm\n\n"
+                f"sentences = {json.dumps(sentences, ensure_ascii=False)}\n"
+                "e = lucidlm.embed(sentences)  # (N, 384) unit vectors (all-MiniLM-L6-v2)\n"
+                "cosine = e @ e.T  # (N, N) cosine similarities\n"
+                "print(cosine)\n")
+    raise ValueError(f"no Python for the {panel!r} panel; it has: {', '.join(PANELS)}")
