@@ -79,6 +79,11 @@ def main() -> None:
             page.wait_for_timeout(500)
             page.screenshot(path=OUT / "explorer-intervene.png")
 
+            page.goto(f"{url}/?panel=compare")  # France vs Italy: which heads attend differently
+            page.wait_for_selector(".cmp[data-kl]", timeout=60_000)
+            page.wait_for_timeout(500)
+            page.screenshot(path=OUT / "explorer-compare.png")
+
             page.goto(f"{url}/?panel=embeddings")  # embeds its example sentences on opening
             page.wait_for_selector("svg circle")
             page.wait_for_timeout(300)

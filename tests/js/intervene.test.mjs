@@ -4,7 +4,7 @@ import { test } from "node:test";
 
 import {
   decodeEdits, encodeEdit, fmtChange, fmtKL, fmtPts, toRequest,
-} from "../../src/lucidlm/explorer/static/panels/intervene.js";
+} from "../../src/lucidlm/explorer/static/lib/edits.js";
 
 const zeroHead = { kind: "zero", site: "head", layer: 20, head: 4, position: null };
 const scaleMlp = { kind: "scale", site: "mlp", layer: 3, head: null, position: null, factor: 0.5 };

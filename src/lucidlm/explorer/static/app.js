@@ -8,11 +8,12 @@
 
 import * as api from "./lib/api.js";
 import {h, showError} from "./lib/dom.js";
+import {pythonButton} from "./lib/python.js";
 import * as state from "./lib/state.js";
 
-const PANELS = ["tokens", "attention", "walkthrough", "next", "intervene", "embeddings", "runs"];
+const PANELS = ["tokens", "attention", "walkthrough", "next", "intervene", "compare", "embeddings", "runs"];
 const TITLES = {tokens: "Tokens", attention: "Attention", walkthrough: "Walkthrough", next: "Next token",
-                intervene: "Intervene", embeddings: "Embeddings", runs: "Training runs"};
+                intervene: "Intervene", compare: "Compare", embeddings: "Embeddings", runs: "Training runs"};
 
 let info = null;
 
@@ -46,6 +47,7 @@ async function start() {
       open(name);
     }}, TITLES[name]));
   }
+  tabs.after(pythonButton()); // the lucidlm code behind whatever view is open
   try {
     info = await api.get("info");
   } catch (error) {

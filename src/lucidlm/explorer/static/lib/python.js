@@ -1,0 +1,45 @@
+/**
+ * "Copy as Python": a header button that shows the few lines of lucidlm code computing the open
+ * view (GET /api/python with the page's own URL state), ready to paste into a notebook.
+ */
+
+import * as api from "./api.js";
+import { h } from "./dom.js";
+
+/** The button, and the dialog it opens. */
+export function pythonButton() {
+  const code = h("pre", { class: "py-code", id: "py-code" });
+  const message = h("div", { class: "py-message" });
+  const copy = h("button", { class: "small", id: "py-copy" }, "Copy");
+  const dialog = h("dialog", { class: "py-dialog", id: "py-dialog" },
+    h("h3", {}, "This view in Python"),
+    h("p", { class: "hint" }, "lucidlm code that computes what this panel shows; paste it into a notebook and change it."),
+    message, code,
+    h("div", { class: "row" }, copy, h("button", { class: "small", onclick: () => dialog.close() }, "Close")));
+  copy.addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(code.textContent);
+      copy.textContent = "Copied";
+    } catch {
+      copy.textContent = "Select the code and copy it"; // clipboard refused (browser setting)
+    }
+  });
+  const button = h("button", {
+    class: "small", id: "py-open", title: "the lucidlm code behind this view",
+    onclick: async () => {
+      copy.textContent = "Copy";
+      message.replaceChildren();
+      code.textContent = "…";
+      dialog.showModal();
+      try {
+        const params = Object.fromEntries(new URLSearchParams(location.search));
+        code.textContent = (await api.get("python", params)).code;
+      } catch (error) {
+        code.textContent = "";
+        message.replaceChildren(h("div", { class: "error", role: "alert" }, error.message));
+      }
+    },
+  }, "copy as Python");
+  document.body.append(dialog);
+  return button;
+}
