@@ -648,3 +648,23 @@ def test_copy_as_python_never_pastes_what_a_link_says_into_code(client):
     tree = ast.parse(code)  # the text is a string literal: no import of os, no call of __import__
     assert not any(isinstance(n, ast.Import) and any(a.name == "os" for a in n.names) for n in ast.walk(tree))
     assert not any(isinstance(n, ast.Name) and n.id == "__import__" for n in ast.walk(tree))
+
+
+def test_export_gives_the_traces_tensors_as_npz_and_json(client, traced, ws):
+    import io
+
+    model, _ = ws.model(SMOL)
+    trace = Trace(keep=["attn.weights", "mlp.resid"])
+    with torch.inference_mode():
+        logits = model(torch.tensor([traced["ids"]]), trace=trace)[0, -1]
+    r = client.get("/api/export", params={"trace": traced["trace"], "format": "npz"})
+    assert r.status_code == 200 and "attachment" in r.headers["content-disposition"]
+    arrays = np.load(io.BytesIO(r.content), allow_pickle=False)  # no pickle needed to read it
+    assert arrays["ids"].tolist() == traced["ids"] and arrays["attn_weights"].shape == (30, 9, 5, 5)
+    np.testing.assert_allclose(arrays["attn_weights"][7, 2], trace["layers.7.attn.weights"][0, 2].numpy(), atol=1e-3)
+    np.testing.assert_allclose(arrays["resid_after_mlp"][12], trace["layers.12.mlp.resid"][0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(arrays["next_logits"], logits.numpy(), atol=2e-4, rtol=1e-4)
+    body = client.get("/api/export", params={"trace": traced["trace"], "format": "json"}).json()
+    assert body["labels"][0] == "The" and np.array(body["attn_weights"]).shape == (30, 9, 5, 5)
+    r = client.get("/api/export", params={"trace": traced["trace"], "format": "pickle"})
+    assert r.status_code == 400 and "npz or json" in r.json()["error"]["message"]

@@ -47,6 +47,11 @@ def test_copy_as_python_shows_code_that_computes_the_attention_head(server, brow
     namespace: dict = {}
     exec(compile(code, "<copied>", "exec"), namespace)  # noqa: S102 - the code our own server wrote
     assert namespace["weights"].shape == (5, 5)  # the 5 x 5 head the panel draws
+    # the same dialog links the tensors of the prompt's run, which download as .npz
+    href = page.get_attribute("#py-downloads a:has-text('.npz')", "href")
+    assert href.startswith("/api/export?trace=") and href.endswith("format=npz")
+    size = page.evaluate("async (href) => (await (await fetch(href)).arrayBuffer()).byteLength", href)
+    assert size > 1000
     page.click("text=Close")
     assert requests.outside_loopback() == [] and console.errors == []
     page.close()

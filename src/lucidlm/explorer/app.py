@@ -14,6 +14,7 @@
     POST /api/intervene             {trace, edits, source?, target?} -> next token with heads/MLPs zeroed, scaled, patched
     POST /api/ablation-scan         {trace, target?}                 -> each head zeroed in turn: the target's probability
     GET  /api/python                ?panel=&(the page's URL keys)    -> the lucidlm code that computes the view
+    GET  /api/export                ?trace=&format=npz|json          -> a trace's tensors, to download
     GET  /api/source                ?file=                           -> one of lucidlm's own source files
     POST /api/embeddings            {sentences}                      -> cosine matrix, PCA map, neighbours
     GET  /api/runs                                                   -> the training runs found
@@ -29,11 +30,13 @@ FastAPI runs them on its thread pool, and the workspace's lock lets one compute 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -267,6 +270,22 @@ def create_app(workspace: Workspace) -> FastAPI:
         model, tokenizer = ws.model(rec.model)
         with ws.lock:
             return forward.head_scan(model, tokenizer, rec, body.target)
+
+    @app.get("/api/export")
+    def export(trace: str, format: str = "npz"):
+        """A trace's tensors to download: .npz (numpy.load reads it without pickle) or .json."""
+        rec = ws.cached_trace(trace)
+        arrays = forward.export_arrays(rec)
+        name = f"lucidlm-trace-{rec.id}"
+        if format == "npz":
+            buf = io.BytesIO()
+            np.savez_compressed(buf, **arrays)
+            return Response(buf.getvalue(), media_type="application/octet-stream",
+                            headers={"Content-Disposition": f'attachment; filename="{name}.npz"'})
+        if format == "json":
+            body = {"model": rec.model, "labels": rec.labels, **{k: v.tolist() for k, v in arrays.items()}}
+            return JSONResponse(body, headers={"Content-Disposition": f'attachment; filename="{name}.json"'})
+        raise ValueError(f"format {format!r}: choose npz or json")
 
     @app.get("/api/python")
     def python(request: Request) -> dict:

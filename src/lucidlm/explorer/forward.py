@@ -321,3 +321,19 @@ def compare(model_a, tok_a, rec_a: TraceRecord, model_b, tok_b, rec_b: TraceReco
         out["next"] = {"kl": kl, "changes": [{"id": i, "label": token_labels(tok_a, [i])[0], "p_a": pa[i].item(),
                                               "p_b": pb[i].item()} for i in changed]}
     return out
+
+
+# -- export --------------------------------------------------------------------------------------
+
+def export_arrays(rec: TraceRecord) -> dict:
+    """A trace's tensors as numpy arrays, by name: the ids, the attention weights of every layer
+    and head (L, nh, T, T, float32 from the float16 kept), the residual stream after every
+    attention and MLP (L, T, C), and the next-token logits (V,)."""
+    import numpy as np
+
+    out = {"ids": np.asarray(rec.ids, dtype=np.int64),
+           "attn_weights": torch.stack(rec.weights).float().numpy()}
+    if rec.kind == "decoder":
+        out.update({"resid_after_attn": rec.after_attn.float().numpy(), "resid_after_mlp": rec.after_mlp.float().numpy(),
+                    "next_logits": rec.last_logits.numpy()})
+    return out

@@ -27,6 +27,7 @@ async function open(name) {
   const root = document.getElementById("panel");
   root.replaceChildren();
   root.dataset.panel = name;
+  delete root.dataset.trace; // set again by the new panel's prompt bar when it runs
   try {
     const panel = await import(`./panels/${name}.js`);
     await panel.mount(root, info);

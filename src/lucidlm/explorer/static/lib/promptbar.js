@@ -42,6 +42,7 @@ export function promptBar(root, info, onTrace, options = {}) {
     try {
       const meta = await api.post("trace", {model: model.value, text: text.value, chat: chat.checked});
       status(`${meta.ids.length} tokens through ${meta.model} in ${Math.round(performance.now() - started)} ms`);
+      element.closest("#panel")?.setAttribute("data-trace", meta.trace); // for "export tensors" (lib/python.js)
       await onTrace(meta);
     } catch (error) {
       status("");

@@ -11,10 +11,11 @@ export function pythonButton() {
   const code = h("pre", { class: "py-code", id: "py-code" });
   const message = h("div", { class: "py-message" });
   const copy = h("button", { class: "small", id: "py-copy" }, "Copy");
+  const downloads = h("p", { class: "py-downloads", id: "py-downloads" });
   const dialog = h("dialog", { class: "py-dialog", id: "py-dialog" },
     h("h3", {}, "This view in Python"),
     h("p", { class: "hint" }, "lucidlm code that computes what this panel shows; paste it into a notebook and change it."),
-    message, code,
+    message, code, downloads,
     h("div", { class: "row" }, copy, h("button", { class: "small", onclick: () => dialog.close() }, "Close")));
   copy.addEventListener("click", async () => {
     try {
@@ -29,6 +30,12 @@ export function pythonButton() {
     onclick: async () => {
       copy.textContent = "Copy";
       message.replaceChildren();
+      // the prompt this panel last ran: its tensors, to load in numpy (np.load) or anything that reads JSON
+      const trace = document.getElementById("panel")?.dataset.trace;
+      downloads.replaceChildren(...(trace ? ["The tensors of this prompt's run (ids, attention weights, residual " +
+        "stream, next-token logits): ",
+      h("a", { href: `/api/export?trace=${trace}&format=npz`, download: "" }, ".npz"), " · ",
+      h("a", { href: `/api/export?trace=${trace}&format=json`, download: "" }, ".json")] : []));
       code.textContent = "…";
       dialog.showModal();
       try {
@@ -39,7 +46,7 @@ export function pythonButton() {
         message.replaceChildren(h("div", { class: "error", role: "alert" }, error.message));
       }
     },
-  }, "copy as Python");
+  }, "copy as Python / export");
   document.body.append(dialog);
   return button;
 }
