@@ -31,27 +31,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
 from _common import machine_line, print_table  # noqa: E402
+from browser import TOKENS_KEYSTROKE as KEYSTROKE  # noqa: E402
+from browser import launch_chromium  # noqa: E402
 
 SMOL, MINILM = "smollm2-135m-instruct", "all-minilm-l6-v2"
 TEXT = ("The quick brown fox, naïve café 😀 jumps.\n\tdef f(x): return x ** 2\n" * 200)[:10_000]
 PLAIN = (open(Path(__file__).parents[1] / "src/lucidlm/data/tinyshakespeare.txt").read())[:10_000]
 DEFAULT_COLUMNS = "gpt2,cl100k_base,o200k_base,smollm2-135m-instruct,all-minilm-l6-v2"
 
-KEYSTROKE = """() => new Promise((resolve) => {
-  const panel = document.querySelector('.tokens-panel');
-  const textarea = document.querySelector('#ttext');
-  const gen = Number(panel.dataset.gen);
-  const started = performance.now();
-  textarea.value += 'x';
-  textarea.dispatchEvent(new Event('input'));
-  const check = () => {
-    const now = panel.dataset.gen;
-    if (Number(now) > gen && [...panel.querySelectorAll('.tok-col')].every((c) => c.dataset.gen === now)) {
-      requestAnimationFrame(() => resolve(performance.now() - started));  // the frame that shows it
-    } else setTimeout(check, 0);
-  };
-  check();
-})"""
 
 # the browser's own cost of a keystroke: the textarea changed, until the frame that shows it is done
 RELAYOUT = """() => new Promise((resolve) => { const ta = document.querySelector('textarea');
@@ -102,8 +89,6 @@ def main() -> None:
     args = parser.parse_args()
     try:
         from playwright.sync_api import sync_playwright
-
-        from browser import launch_chromium
     except ImportError as exc:
         print(f"skipped: {exc} (pip install playwright; the browser is Debian's chromium: make test installs it)")
         return

@@ -40,6 +40,25 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-
 LOOPBACK_HOSTS = {"127.0.0.1", "localhost", "::1"}
 
 
+# One keystroke in the Explorer's Tokens panel: the ms until every column shows the new text's
+# tokens, in the frame that draws them (the test and benchmarks/bench_explorer.py both time it).
+TOKENS_KEYSTROKE = """() => new Promise((resolve) => {
+  const panel = document.querySelector('.tokens-panel');
+  const textarea = document.querySelector('#ttext');
+  const gen = Number(panel.dataset.gen);
+  const started = performance.now();
+  textarea.value += 'x';
+  textarea.dispatchEvent(new Event('input'));
+  const check = () => {
+    const now = panel.dataset.gen;
+    if (Number(now) > gen && [...panel.querySelectorAll('.tok-col')].every((c) => c.dataset.gen === now)) {
+      requestAnimationFrame(() => resolve(performance.now() - started));
+    } else setTimeout(check, 0);
+  };
+  check();
+})"""
+
+
 def skip_without_browser() -> None:
     """Skip the calling test unless Playwright imports and Debian's chromium is installed."""
     try:

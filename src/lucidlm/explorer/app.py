@@ -216,10 +216,7 @@ def create_app(workspace: Workspace) -> FastAPI:
         rec = ws.cached_trace(trace)
         model, tokenizer = ws.model(rec.model)
         with ws.lock:
-            key = max(1, min(last, len(rec.ids), 64))
-            if key not in rec.lens_cache:  # switching panels asks again; the answer does not change
-                rec.lens_cache[key] = forward.logit_lens(model, tokenizer, rec, last)
-            return rec.lens_cache[key]
+            return forward.logit_lens(model, tokenizer, rec, last)
 
     @app.get("/api/walkthrough")
     def walkthrough(trace: str, layer: int = 0, head: int = 0) -> dict:
@@ -293,9 +290,8 @@ def create_app(workspace: Workspace) -> FastAPI:
         is the page's own URL state (panel=attention&model=...&text=...&layer=...&head=...)."""
         params = dict(request.query_params)
         panel = params.pop("panel", "tokens")
-        model = params.get("model")
-        if model is not None and model not in ws.model_names:  # only what this explorer was given
-            ws.model(model)  # a kept step RUN@STEP is fine; anything else: unknown model
+        if "model" in params:
+            ws.check_model(params["model"])  # only what this explorer was given (nothing is loaded)
         return {"panel": panel, "code": python_for(panel, params)}
 
     @app.get("/api/source")

@@ -22,6 +22,7 @@ import hashlib
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -35,16 +36,17 @@ THUMB = 32  # a thumbnail is at most THUMB x THUMB cells
 TOP_LABELS = 100  # the next-token view names this many most likely tokens (filters only remove, so enough)
 
 
+# the dtypes a tensor travels in: name -> (torch dtype, numpy little-endian code)
+WIRE_DTYPES = {"float32": (torch.float32, "<f4"), "float16": (torch.float16, "<f2"), "uint8": (torch.uint8, "u1"),
+               "int32": (torch.int32, "<i4")}
+
+
 def tensor_json(t: torch.Tensor, dtype: str = "float32") -> dict:
     """A tensor as JSON: ``{"dtype", "shape", "b64"}``, its little-endian bytes in C order,
     base64 (``static/lib/tensor.js`` decodes it). 4x smaller and ~50x faster than a list of floats."""
-    torch_dtype = {"float32": torch.float32, "float16": torch.float16, "uint8": torch.uint8, "int32": torch.int32}[dtype]
-    data = t.detach().to("cpu", torch_dtype).contiguous().numpy().astype(f"<{data_code(dtype)}", copy=False)
+    torch_dtype, code = WIRE_DTYPES[dtype]
+    data = t.detach().to("cpu", torch_dtype).contiguous().numpy().astype(code, copy=False)
     return {"dtype": dtype, "shape": list(t.shape), "b64": base64.b64encode(data.tobytes()).decode("ascii")}
-
-
-def data_code(dtype: str) -> str:
-    return {"float32": "f4", "float16": "f2", "uint8": "u1", "int32": "i4"}[dtype]
 
 
 @dataclass
@@ -105,7 +107,7 @@ def attention_grid(rec: TraceRecord, size: int = THUMB) -> dict:
 
 
 def attention_head(rec: TraceRecord, layer: int, head: int) -> dict:
-    """One head's full weights (T, S) as float16, with the row sums (each is 1: a softmax)."""
+    """One head's full weights (T, S) as float16 (each row sums to 1: a softmax)."""
     layer = resolve_indices([layer], len(rec.weights), "layer")[0]
     head = resolve_indices([head], rec.weights[0].shape[0], "head")[0]
     w = rec.weights[layer][head]  # (T, S)
@@ -114,18 +116,31 @@ def attention_head(rec: TraceRecord, layer: int, head: int) -> dict:
 
 # -- the logit lens ------------------------------------------------------------------------------
 
+def _readings(rec: TraceRecord, last: int) -> torch.Tensor:
+    """The residual stream at the last ``last`` positions, after every attention and every MLP, in
+    depth order (layer 0 attn, layer 0 mlp, layer 1 attn, ...): (2L, last, C)."""
+    T, L = len(rec.ids), rec.after_mlp.shape[0]
+    return torch.stack([rec.after_attn[:, T - last:], rec.after_mlp[:, T - last:]], 1).reshape(2 * L, last, -1)
+
+
 def logit_lens(model, tokenizer, rec: TraceRecord, last: int = 16) -> dict:
-    """The top token at each of the last ``last`` positions, read after every attention and every
-    MLP: rows in depth order (layer 0 attn, layer 0 mlp, layer 1 attn, ...). Each cell: the top
-    token, its probability, and the probability of the model's own final prediction there."""
+    """The top token at each of the last ``last`` positions (1..64), read after every attention and
+    every MLP: rows in depth order (``_readings``). Each cell: the top token, its probability, and
+    the probability of the model's own final prediction there. Kept on the record: the panels
+    ask again when they are switched, and the answer does not change."""
     if rec.kind != "decoder":
         raise ValueError("the logit lens reads the residual stream through a language model's output head; an "
                          "encoder (BERT, MiniLM) has none. Pick a decoder model (SmolLM2, GPT-2, the demo's GPT)")
     T = len(rec.ids)
     last = max(1, min(int(last), T, 64))
-    L = rec.after_mlp.shape[0]
-    # every reading in depth order, (2L, last, C): layer 0 after attn, layer 0 after mlp, ...
-    x = torch.stack([rec.after_attn[:, T - last:], rec.after_mlp[:, T - last:]], 1).reshape(2 * L, last, -1)
+    if last not in rec.lens_cache:
+        rec.lens_cache[last] = _logit_lens(model, tokenizer, rec, last)
+    return rec.lens_cache[last]
+
+
+def _logit_lens(model, tokenizer, rec: TraceRecord, last: int) -> dict:
+    T, L = len(rec.ids), rec.after_mlp.shape[0]
+    x = _readings(rec, last)  # (2L, last, C)
     with torch.inference_mode():
         # one matmul for many readings reads the (V, C) head once; chunks bound the (N, V) probabilities
         flat = x.reshape(2 * L * last, -1)
@@ -235,6 +250,13 @@ def _columns(stage: str, window: torch.Tensor) -> list[int]:
 
 # -- interventions -------------------------------------------------------------------------------
 
+def _kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> float:
+    """KL(p || q) in nats of two next-token distributions given by their logits (V,) (>= 0; the
+    clamp only removes float rounding below 0)."""
+    lp, lq = torch.log_softmax(logits_p, -1), torch.log_softmax(logits_q, -1)
+    return float(torch.sum(lp.exp() * (lp - lq)).clamp(min=0))
+
+
 def intervene(model, tokenizer, rec: TraceRecord, edits: list[Edit], source_ids: list[int] | None,
               target: int | None) -> dict:
     """The prompt run again with ``edits`` (inspection.interventions). A decoder: the edited
@@ -251,10 +273,9 @@ def intervene(model, tokenizer, rec: TraceRecord, edits: list[Edit], source_ids:
     target = int(p.argmax()) if target is None else int(target)
     if not 0 <= target < p.numel():
         raise ValueError(f"target token {target} is not in the vocabulary (0..{p.numel() - 1})")
-    kl = torch.sum(p * (torch.log_softmax(base, -1) - torch.log_softmax(edited, -1))).item()
     out = next_token(edited, tokenizer)
     out["labels"].update({str(target): token_labels(tokenizer, [target])[0]})
-    return {"kind": "decoder", "next": out, "kl": max(kl, 0.0), "target": target,
+    return {"kind": "decoder", "next": out, "kl": _kl(base, edited), "target": target,
             "p_base": p[target].item(), "p_edited": q[target].item()}
 
 
@@ -280,12 +301,10 @@ def _answer_layer(model, rec: TraceRecord) -> dict | None:
     model's final answer there: how deep the answer forms. None for an encoder."""
     if rec.kind != "decoder":
         return None
-    L = rec.after_mlp.shape[0]
-    x = torch.stack([rec.after_attn[:, -1], rec.after_mlp[:, -1]], 1).reshape(2 * L, -1)  # (2L, C) in depth order
     with torch.inference_mode():
-        top = _probs(model, x).argmax(-1)  # (2L,)
+        top = _probs(model, _readings(rec, 1)[:, 0]).argmax(-1)  # (2L,) in depth order
     final = int(rec.last_logits.argmax())
-    first = next(r for r in range(2 * L) if all(int(t) == final for t in top[r:]))  # stays the answer from here
+    first = next(r for r in range(len(top)) if all(int(t) == final for t in top[r:]))  # stays the answer from here
     return {"answer": final, "layer": first // 2, "after": ("attn", "mlp")[first % 2]}
 
 
@@ -314,11 +333,9 @@ def compare(model_a, tok_a, rec_a: TraceRecord, model_b, tok_b, rec_b: TraceReco
            "attention": tensor_json(diff, "float32"), "next": None,
            "answer": {"a": _answer_layer(model_a, rec_a), "b": _answer_layer(model_b, rec_b)}}
     if rec_a.kind == "decoder" and rec_a.last_logits.shape == rec_b.last_logits.shape:
-        la, lb = torch.log_softmax(rec_a.last_logits, -1), torch.log_softmax(rec_b.last_logits, -1)
-        pa, pb = la.exp(), lb.exp()
-        kl = float(torch.sum(pa * (la - lb)).clamp(min=0))
+        pa, pb = torch.softmax(rec_a.last_logits, -1), torch.softmax(rec_b.last_logits, -1)
         changed = torch.topk((pb - pa).abs(), min(top, pa.numel())).indices.tolist()
-        out["next"] = {"kl": kl, "changes": [{"id": i, "label": token_labels(tok_a, [i])[0], "p_a": pa[i].item(),
+        out["next"] = {"kl": _kl(rec_a.last_logits, rec_b.last_logits), "changes": [{"id": i, "label": token_labels(tok_a, [i])[0], "p_a": pa[i].item(),
                                               "p_b": pb[i].item()} for i in changed]}
     return out
 
@@ -329,8 +346,6 @@ def export_arrays(rec: TraceRecord) -> dict:
     """A trace's tensors as numpy arrays, by name: the ids, the attention weights of every layer
     and head (L, nh, T, T, float32 from the float16 kept), the residual stream after every
     attention and MLP (L, T, C), and the next-token logits (V,)."""
-    import numpy as np
-
     out = {"ids": np.asarray(rec.ids, dtype=np.int64),
            "attn_weights": torch.stack(rec.weights).float().numpy()}
     if rec.kind == "decoder":

@@ -13,18 +13,21 @@ import json
 PANELS = ("tokens", "attention", "walkthrough", "next", "intervene", "embeddings")
 
 
-def _int(params: dict, key: str, default: int) -> int:
+def _number(value, name: str, kind=int):
+    """``value`` parsed as an int (or float): values from a link are parsed, never pasted into the
+    code, so a shared link cannot put code into the script."""
     try:
-        return int(params.get(key, default))
+        return kind(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{key}={params.get(key)!r} is not a whole number") from None
+        raise ValueError(f"{name}={value!r} is not a {'whole number' if kind is int else 'number'}") from None
+
+
+def _int(params: dict, key: str, default: int) -> int:
+    return _number(params.get(key, default), key, int)
 
 
 def _float(params: dict, key: str, default: float) -> float:
-    try:
-        return float(params.get(key, default))
-    except (TypeError, ValueError):
-        raise ValueError(f"{key}={params.get(key)!r} is not a number") from None
+    return _number(params.get(key, default), key, float)
 
 
 def _prompt(params: dict, default: str = "The capital of France is") -> tuple[str, str]:
@@ -95,16 +98,11 @@ def python_for(panel: str, params: dict) -> str:
                 raise ValueError("copy as Python covers zero and scale edits; a patch needs its source prompt")
             if parts[0] not in ("zero", "scale") or parts[1] not in ("head", "attn", "mlp", "resid"):
                 raise ValueError(f"edit {item!r}: expected zero|scale : head|attn|mlp|resid : layer ...")
-            # every value is parsed, never pasted: a shared link must not put code into the script
-            numbers = {"layer": _int({"layer": parts[2] or 0}, "layer", 0)}
-            if parts[3]:
-                numbers["head"] = _int({"head": parts[3]}, "head", 0)
-            if parts[4]:
-                numbers["factor"] = _float({"factor": parts[4]}, "factor", 0.0)
-            if parts[5]:
-                numbers["position"] = _int({"position": parts[5]}, "position", 0)
-            args = [repr(parts[0]), repr(parts[1]), str(numbers.pop("layer"))]
-            args += [f"{k}={v!r}" for k, v in numbers.items()]
+            args = [repr(parts[0]), repr(parts[1]), str(_number(parts[2] or 0, "layer"))]
+            for value, name, kind in ((parts[3], "head", int), (parts[4], "factor", float),
+                                      (parts[5], "position", int)):
+                if value:
+                    args.append(f"{name}={_number(value, name, kind)!r}")
             edits.append(f"Edit({', '.join(args)})")
         return (_load(model, text)
                 + "from lucidlm.inspection.interventions import Edit, build_edits, next_token_logits\n\n"

@@ -108,9 +108,10 @@ def token_spans(tokenizer, text: str, *, add_special: bool = True, blocks: Block
                 "special": [k for k, i in enumerate(ids) if i in specials]}
     if not hasattr(tokenizer, "token_bytes"):  # characters, SMILES: one string per token
         pieces = [tokenizer.id_to_token(i) for i in ids]
-        if "".join(pieces) == text:
-            ends = list(accumulate(map(len, pieces)))
-            starts = [e - len(p) for e, p in zip(ends, pieces)]
+        if "".join(pieces) == text:  # spans in UTF-16 units (an emoji is 2), as for BPE
+            units = [len(p.encode("utf-16-le", "surrogatepass")) // 2 for p in pieces]
+            ends = list(accumulate(units))
+            starts = [e - n for e, n in zip(ends, units)]
             return {"ids": ids, "starts": starts, "ends": ends, "other": {}, "special": []}
         return {"ids": ids, "starts": [None] * len(ids), "ends": [None] * len(ids), "other": {}, "pieces": pieces,
                 "special": [k for k, p in enumerate(pieces) if p in getattr(tokenizer, "special_tokens", ())]}

@@ -15,9 +15,10 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from lucidlm.embeddings.search import embed_corpus
+from lucidlm.embeddings.sentence import load_embedder
 from lucidlm.explorer.forward import TraceRecord, run_trace, trace_id
-from lucidlm.explorer.tokens import BlockEncoder, chat_prompt
-from lucidlm.generate.decode import encode_prompt
+from lucidlm.explorer.tokens import BlockEncoder, chat_prompt, prompt_ids
 from lucidlm.inspection.walkthrough import model_kind
 from lucidlm.loading.load import check_pretrained, load_model, pretrained_models
 from lucidlm.tokenizers import NAMED_TOKENIZERS, SmilesTokenizer, load_tokenizer
@@ -75,13 +76,18 @@ class Workspace:
 
     # -- models --------------------------------------------------------------------------------
 
-    def model(self, name: str):
-        """(model, tokenizer) by name, loaded on first use: a model given on the command line, or
-        ``RUN@STEP``, a model a run under --runs kept at that step (keep_every)."""
+    def check_model(self, name: str) -> str | Path:
+        """What loads model ``name``: a model given on the command line, or ``RUN@STEP``, a model a
+        run under --runs kept at that step (keep_every). Anything else is a LookupError."""
         path = self._kept_path(name) if name not in self.model_names else name
         if path is None:
             raise LookupError(f"unknown model {name!r}; this explorer serves: {', '.join(self.model_names)} "
                               "(start it with --model NAME_OR_PATH to add one), and the steps its runs kept")
+        return path
+
+    def model(self, name: str):
+        """(model, tokenizer) by name (``check_model``), loaded on first use."""
+        path = self.check_model(name)
         with self.lock:
             if name not in self._models:
                 model, tokenizer = load_model(path)
@@ -164,13 +170,9 @@ class Workspace:
             raise ValueError("the prompt is empty: type some text, e.g. \"The capital of France is\"")
         if len(text) > self.max_chars:
             raise ValueError(f"the prompt has {len(text):,} characters; the explorer takes at most {self.max_chars:,}")
-        if chat:
+        if chat:  # the template writes its own special tokens
             text = chat_prompt(tokenizer, [{"role": "user", "content": text}], None)
-            ids = encode_prompt(tokenizer, text, add_special=False)
-        elif model_kind(model) == "encoder":
-            ids = tokenizer.encode(text)  # [CLS] ... [SEP]
-        else:
-            ids = encode_prompt(tokenizer, text)
+        ids = prompt_ids(tokenizer, text, add_special=not chat)  # as the Tokens panel counts them
         limit = min(self.max_tokens, model.cfg.max_seq_len)
         if len(ids) > limit:
             raise ValueError(f"the prompt is {len(ids):,} tokens; a trace takes at most {limit:,} here (the model's "
@@ -205,8 +207,6 @@ class Workspace:
     # -- embeddings ----------------------------------------------------------------------------
 
     def embedder(self):
-        from lucidlm.embeddings.sentence import load_embedder
-
         with self.lock:
             if self._embedder is None:
                 self._embedder = load_embedder(self.embed_model)
@@ -214,8 +214,6 @@ class Workspace:
 
     def corpus(self):
         """The --corpus file's lines and their embeddings (cached on disk by ``embed_corpus``), or None."""
-        from lucidlm.embeddings.search import embed_corpus
-
         if self.corpus_path is None:
             return None
         with self.lock:

@@ -21,7 +21,7 @@
 
 import * as api from "../lib/api.js";
 import {h, showError, status} from "../lib/dom.js";
-import {decodeEdits, encodeEdit, fmtChange, fmtKL, fmtPts, KINDS, SITES, toRequest} from "../lib/edits.js";
+import {decodeEdits, encodeEdit, fmtChange, fmtKL, fmtPts, SITES, toRequest} from "../lib/edits.js";
 import {fmtProb} from "../lib/format.js";
 import {divergingRGB, drawColorBar, sizeCanvas} from "../lib/heatmap.js";
 import {promptBar} from "../lib/promptbar.js";

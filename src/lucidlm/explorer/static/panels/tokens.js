@@ -25,7 +25,6 @@ import * as state from "../lib/state.js";
 
 export const title = "Tokens";
 
-const DEBOUNCE_MS = 0; // ask at once (the next task): an answer for an older keystroke is dropped anyway
 const FIRST_DRAW = 600; // tokens drawn at once (a column shows a few hundred before it scrolls)
 const DRAW_SLICE = 400; // tokens drawn each time the end of what is drawn scrolls into view
 const TOKEN_COLORS = 8; // tokenColor cycles through 8 colours; spans carry them as classes .c0-.c7
