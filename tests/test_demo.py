@@ -31,6 +31,10 @@ def test_demo_runs_end_to_end_and_the_next_commands_run(tmp_path, capsys):
     assert plot.is_file() and plot.stat().st_size > 10_000
     best = out / "gpt" / "best"
     assert json.loads((best / "config.json").read_text())["positions"] == "rope"
+    # the models kept to watch it learn (lucidlm explore): 7, evenly spaced, from step 0 to the last
+    from lucidlm.train.state import kept_steps
+
+    assert [step for step, _ in kept_steps(out / "gpt")] == [0, 9, 18, 27, 36, 45, 50]
 
     assert main(["generate", "--model", str(best), "--max-tokens", "20", "--seed", "1", "JULIET:"]) == 0
     assert capsys.readouterr().out.strip()

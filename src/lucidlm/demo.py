@@ -165,7 +165,7 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, vocab_size
     # keep_every: the model at steps 0, 1/6, 2/6 ... of the run (3.2 MB each), for the Explorer's
     # Training runs panel to trace a prompt through each and show the model learning
     cfg = probe.replace(max_steps=steps, eval_interval=max(50, steps // 10), precision=precision,
-                        keep_every=max(1, steps // 6))
+                        keep_every=max(1, -(-steps // 6)))  # ceil: 7 kept, the last at the end
     tokens = steps * cfg.batch_size * cfg.block_size
     print(f"\n4. Training for ~{minutes:g} min: {steps} steps x {cfg.batch_size} x {cfg.block_size} tokens "
           f"({tokens / 1e6:.1f}M tokens, {precision}, {torch.get_num_threads()} threads; one step took "
