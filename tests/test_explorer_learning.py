@@ -111,7 +111,33 @@ def move_slider(page, index: int) -> None:
     page.eval_on_selector("#lstep", "(el, i) => { el.value = i; el.dispatchEvent(new Event('input')); }", index)
 
 
-def test_the_slider_steps_through_the_kept_models_as_the_api_gives_them(server, page):
+def lens_tops(runs_root: Path, step: int, ids: list[int]) -> list[int]:
+    """The logit lens at the last position, by PyTorch hooks alone: each block's input plus its
+    attention's output (the stream after attention, pre-LN blocks), and each block's output (after
+    the MLP), read through the final norm and the output head; the top token of each, in depth order."""
+    import torch
+
+    from lucidlm import load_model
+
+    model, _ = load_model(runs_root / "tiny" / "steps" / f"step_{step:06d}")
+    seen, handles = [], []
+    for block in model.layers:
+        handles.append(block.register_forward_pre_hook(lambda m, args, kw: seen.append(("in", args[0])),
+                                                       with_kwargs=True))
+        handles.append(block.attn.register_forward_hook(lambda m, args, out: seen.append(("attn", out))))
+        handles.append(block.register_forward_hook(lambda m, args, out: seen.append(("out", out))))
+    with torch.inference_mode():
+        model(torch.tensor([ids]))
+    for handle in handles:
+        handle.remove()
+    readings = []
+    for (_, x_in), (_, attn), (_, out) in zip(seen[0::3], seen[1::3], seen[2::3]):
+        readings += [(x_in + attn)[0, -1], out[0, -1]]
+    with torch.inference_mode():
+        return [int(model.lm_head(model.norm(x)).argmax()) for x in readings]
+
+
+def test_the_slider_steps_through_the_kept_models_as_the_api_gives_them(server, page, runs_root):
     steps = api(server, "runs/checkpoints", run=RUN)["steps"]
     assert steps == [0, 20, 40, 60]
     open_learn(page, server)
@@ -149,6 +175,12 @@ def test_the_slider_steps_through_the_kept_models_as_the_api_gives_them(server, 
         logits = tensor(meta["next"]["logits"])
         top = sorted(range(len(logits)), key=lambda i: (-logits[i], i))[:5]
         assert json.loads(page.get_attribute(".learn-bars", "data-top")) == top
+        # the logit lens at the last token: each row's top token as a plain-PyTorch lens reads it
+        tops = json.loads(page.get_attribute(".learn-lens", "data-tops"))
+        assert tops == lens_tops(runs_root, step, meta["ids"])
+        final = int(np.argmax(logits))
+        depth = int(page.get_attribute(".learn-lens", "data-depth"))
+        assert tops[depth:] == [final] * (len(tops) - depth) and (depth == 0 or tops[depth - 1] != final)
     assert texts[0] != texts[40]  # noise at step 0; 40 steps later the model writes something else
 
     # another head: the trace is reused, the weights are the API's for that head

@@ -27,7 +27,7 @@ LAYERS: list[set[str]] = [
     {"loading"},
     {"data"},
     {"generate", "train"},
-    {"embeddings", "inspection"},
+    {"embeddings", "inspection", "chem"},
     {"serve", "explorer", "demo"},
     {"cli"},
 ]

@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { lossAt, nearestIndex } from "../../src/lucidlm/explorer/static/panels/learn.js";
+import { answerDepth, lossAt, nearestIndex } from "../../src/lucidlm/explorer/static/panels/learn.js";
 import { lossSeries } from "../../src/lucidlm/explorer/static/panels/runs.js";
 
 test("lossSeries makes one column per step, null where a split has no value", () => {
@@ -25,4 +25,11 @@ test("nearestIndex picks the kept step closest to a wanted one", () => {
   assert.equal(nearestIndex([0, 20, 40], 27), 1);
   assert.equal(nearestIndex([0, 20, 40], 999), 2);
   assert.equal(nearestIndex([0, 20, 40], -5), 0);
+});
+
+test("answerDepth is the first lens row from which the answer stays on top", () => {
+  assert.equal(answerDepth([5, 7, 7, 9, 9], 9), 3);
+  assert.equal(answerDepth([9, 7, 9, 9], 9), 2); // on top at row 0, then lost: it forms at row 2
+  assert.equal(answerDepth([9, 9, 9], 9), 0);
+  assert.equal(answerDepth([1, 2, 3], 9), -1); // never (the lens's last row is the model's answer, so rare)
 });

@@ -290,9 +290,16 @@ def create_app(workspace: Workspace) -> FastAPI:
         is the page's own URL state (panel=attention&model=...&text=...&layer=...&head=...)."""
         params = dict(request.query_params)
         panel = params.pop("panel", "tokens")
-        if "model" in params:
-            ws.check_model(params["model"])  # only what this explorer was given (nothing is loaded)
-        return {"panel": panel, "code": python_for(panel, params)}
+        for key in ("model", "amodel", "bmodel"):
+            if key in params:
+                ws.check_model(params[key])  # only what this explorer was given (nothing is loaded)
+        params.pop("run_dir", None)  # set here, from the run's name, never from the page
+        if panel == "runs" and params.get("run"):
+            params["run_dir"] = str(ws.run_dir(params["run"]).resolve())
+            if "lstep" in params:
+                params["model"] = f"{params['run']}@{params['lstep']}"  # the kept model Watch it learn shows
+                ws.check_model(params["model"])
+        return {"panel": panel, "code": python_for(panel, params, ws.load_source)}
 
     @app.get("/api/source")
     def source(file: str) -> dict:

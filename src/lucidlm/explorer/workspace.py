@@ -20,6 +20,7 @@ from lucidlm.embeddings.sentence import load_embedder
 from lucidlm.explorer.forward import TraceRecord, run_trace, trace_id
 from lucidlm.explorer.tokens import BlockEncoder, chat_prompt, prompt_ids
 from lucidlm.inspection.walkthrough import model_kind
+from lucidlm.loading.checkpoint import has_lora_adapters
 from lucidlm.loading.load import check_pretrained, load_model, pretrained_models
 from lucidlm.tokenizers import NAMED_TOKENIZERS, SmilesTokenizer, load_tokenizer
 from lucidlm.train.metrics import METRICS_FILE, read_metrics
@@ -31,6 +32,9 @@ DEMO_TOKENIZER = Path("runs/demo/tokenizer.json")  # the BPE `make demo` trains
 EXAMPLE_SMILES = ["CC(=O)Oc1ccccc1C(=O)O", "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "CC(C)Cc1ccc(cc1)C(C)C(=O)O",
                   "C1=CC=C(C=C1)[N+](=O)[O-]", "OC[C@H]1OC(O)[C@H](O)[C@@H](O)[C@@H]1O", "ClC(Cl)Cl", "c1ccncc1Br"]
 TRACE_CACHE = 4
+# A LoRA fine-tune's checkpoint is served twice: as given (adapters merged: the fine-tuned model)
+# and under this suffix (adapters off: the base model it started from), so Compare shows both.
+LORA_OFF = " (LoRA off)"
 
 
 class Workspace:
@@ -59,6 +63,8 @@ class Workspace:
         if not models:
             raise ValueError("no models: name at least one with --model")
         self.model_names = list(dict.fromkeys(str(m) for m in models))
+        # "NAME (LoRA off)" -> NAME, for every model given that is a LoRA fine-tune's checkpoint
+        self._lora_off = {f"{m}{LORA_OFF}": m for m in self.model_names if has_lora_adapters(Path(m).expanduser())}
         self.embed_model = embed_model
         self.max_tokens, self.max_chars = max_tokens, max_chars
         self.corpus_path = Path(corpus).expanduser() if corpus else None
@@ -77,20 +83,37 @@ class Workspace:
     # -- models --------------------------------------------------------------------------------
 
     def check_model(self, name: str) -> str | Path:
-        """What loads model ``name``: a model given on the command line, or ``RUN@STEP``, a model a
-        run under --runs kept at that step (keep_every). Anything else is a LookupError."""
-        path = self._kept_path(name) if name not in self.model_names else name
+        """What loads model ``name``: a model given on the command line, ``NAME (LoRA off)`` (the
+        base of a LoRA fine-tune given), or ``RUN@STEP``, a model a run under --runs kept at that
+        step (keep_every). Anything else is a LookupError."""
+        if name in self.model_names:
+            return name
+        path = self._lora_off.get(name) or self._kept_path(name)
         if path is None:
-            raise LookupError(f"unknown model {name!r}; this explorer serves: {', '.join(self.model_names)} "
+            raise LookupError(f"unknown model {name!r}; this explorer serves: {', '.join(self.served_models())} "
                               "(start it with --model NAME_OR_PATH to add one), and the steps its runs kept")
         return path
+
+    def load_source(self, name: str) -> tuple[str, str]:
+        """(what ``load_model`` opens, its ``lora`` argument) for model ``name``: an asset name as
+        it is, a path made absolute (so code copied from the page runs from any folder)."""
+        path = self.check_model(name)
+        where = str(path) if str(path) in pretrained_models() else str(Path(path).expanduser().resolve())
+        return where, "off" if name in self._lora_off else "merge"
+
+    def served_models(self) -> list[str]:
+        """The models given, each LoRA fine-tune followed by its base (``NAME (LoRA off)``)."""
+        out = []
+        for m in self.model_names:
+            out += [m] + [off for off, base in self._lora_off.items() if base == m]
+        return out
 
     def model(self, name: str):
         """(model, tokenizer) by name (``check_model``), loaded on first use."""
         path = self.check_model(name)
         with self.lock:
             if name not in self._models:
-                model, tokenizer = load_model(path)
+                model, tokenizer = load_model(path, lora="off" if name in self._lora_off else "merge")
                 if tokenizer is None:
                     raise ValueError(f"{name} has no tokenizer beside its weights: the explorer needs one to turn "
                                      "text into ids")
@@ -113,7 +136,9 @@ class Workspace:
 
     def models_info(self) -> list[dict]:
         return [{"name": n, "loaded": n in self._models,
-                 **({"kind": model_kind(self._models[n][0])} if n in self._models else {})} for n in self.model_names]
+                 **({"kind": model_kind(self._models[n][0])} if n in self._models else {}),
+                 **({"lora": "off", "base_of": self._lora_off[n]} if n in self._lora_off else {})}
+                for n in self.served_models()]
 
     # -- tokenizers ----------------------------------------------------------------------------
 
@@ -246,6 +271,12 @@ class Workspace:
 
     def runs_info(self) -> list[dict]:
         return [{"name": name, "has_metrics": (path / METRICS_FILE).is_file()} for name, path in self.run_dirs.items()]
+
+    def run_dir(self, name: str) -> Path:
+        if name not in self.run_dirs:
+            raise LookupError(f"unknown run {name!r}; runs found: {', '.join(self.run_dirs) or 'none'} "
+                              "(start the explorer with --runs FOLDER)")
+        return self.run_dirs[name]
 
     def run_metrics(self, name: str, since: int = 0) -> dict:
         """The records of a run's metrics.jsonl from record ``since`` on (the page polls with the

@@ -288,8 +288,29 @@ def is_checkpoint_dir(path: str | os.PathLike) -> bool:
     return isinstance(data, dict) and "model_type" not in data and "arch" in data
 
 
-def load_checkpoint(path: str | os.PathLike, *, tokenizer: bool = True) -> tuple[nn.Module, object]:
-    """(model in eval mode, tokenizer or None) from a directory written by ``save_checkpoint``."""
+def has_lora_adapters(path: str | os.PathLike) -> bool:
+    """Whether a checkpoint directory holds LoRA adapters beside its frozen weights (a LoRA
+    fine-tune's ``out_dir/last``). Reads the safetensors header only, no tensor."""
+    from safetensors import SafetensorError, safe_open
+
+    weights = Path(path) / WEIGHTS_FILE
+    if not weights.is_file():
+        return False
+    try:
+        with safe_open(str(weights), framework="pt") as f:
+            return any(name.endswith((".lora_A", ".lora_B")) for name in f.keys())
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False
+
+
+def load_checkpoint(path: str | os.PathLike, *, tokenizer: bool = True,
+                    lora: str = "merge") -> tuple[nn.Module, object]:
+    """(model in eval mode, tokenizer or None) from a directory written by ``save_checkpoint``.
+
+    ``lora`` matters only for a checkpoint written during a LoRA fine-tune: "merge" (the
+    fine-tuned model: adapters merged into the weights) or "off" (the base model it started
+    from: the frozen weights, adapters dropped), so the two can be compared.
+    """
     from lucidlm.models.config import ModelConfig
     from lucidlm.models.transformer import build_model
 
@@ -302,8 +323,12 @@ def load_checkpoint(path: str | os.PathLike, *, tokenizer: bool = True) -> tuple
     if version is not None and (not version.isdigit() or int(version) > FORMAT_VERSION):
         raise ValueError(f"{path} was written by a newer lucidlm (checkpoint format {version}; "
                          f"this version reads up to {FORMAT_VERSION}); upgrade lucidlm")
+    if lora not in ("merge", "off"):
+        raise ValueError(f"lora={lora!r}: choose 'merge' (the fine-tuned model) or 'off' (the base model)")
     if any(name.endswith((".lora_A", ".lora_B")) for name in tensors):
-        model = _with_merged_lora(build_model(cfg), tensors, path)
+        model = _with_lora(build_model(cfg), tensors, path, merge=lora == "merge")
+    elif lora == "off":
+        raise ValueError(f"{path} holds no LoRA adapters to turn off: it is a plain checkpoint")
     else:
         model = build_model(cfg, init=False)  # placeholders: every weight is loaded next
         load_state_checked(model, tensors, source=str(path / WEIGHTS_FILE))
@@ -311,10 +336,11 @@ def load_checkpoint(path: str | os.PathLike, *, tokenizer: bool = True) -> tuple
     return model, load_tokenizer_from_dir(path) if tokenizer else None
 
 
-def _with_merged_lora(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> nn.Module:
+def _with_lora(model: nn.Module, tensors: dict[str, torch.Tensor], path: Path, merge: bool) -> nn.Module:
     """A checkpoint written during a LoRA fine-tune (``out_dir/last``) holds the adapters beside
     the frozen weights: rebuild the adapters from its train_config.json, load, and merge them
-    in, so the result is a plain model that runs at the base model's speed."""
+    in (or drop them: ``merge=False`` gives the base model back), so the result is a plain model
+    that runs at the base model's speed."""
     from lucidlm.files.jsonfile import read_json
     from lucidlm.nn.lora import LoRAConfig, apply_lora, remove_lora
 
@@ -326,7 +352,7 @@ def _with_merged_lora(model: nn.Module, tensors: dict[str, torch.Tensor], path: 
     lcfg = LoRAConfig(**lora)
     apply_lora(model, rank=lcfg.rank, alpha=lcfg.alpha, targets=lcfg.targets)
     load_state_checked(model, tensors, source=str(path / WEIGHTS_FILE))
-    return remove_lora(model, merge=True)
+    return remove_lora(model, merge=merge)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -91,13 +91,24 @@ def load_model(
     tokenizer: bool = True,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    lora: str = "merge",
 ) -> tuple[nn.Module, object]:
     """(model, tokenizer) for a model asset, a preset, a checkpoint or HF directory, or a GGUF file.
 
     ``tokenizer=False`` skips the tokenizer (returned as None). A directory without a tokenizer
-    file also gives None.
+    file also gives None. ``lora="off"`` loads a LoRA fine-tune's checkpoint without its
+    adapters: the base model it was fine-tuned from ("merge", the default, applies them).
     """
-    model, tok = _load(name_or_path, tokenizer)
+    if lora != "merge":
+        from lucidlm.loading.checkpoint import is_checkpoint_dir, load_checkpoint
+
+        path = Path(name_or_path).expanduser()
+        if not is_checkpoint_dir(path):
+            raise ValueError(f"lora={lora!r} needs a lucidlm checkpoint directory written by a LoRA fine-tune; "
+                             f"{name_or_path} is not one")
+        model, tok = load_checkpoint(path, tokenizer=tokenizer, lora=lora)
+    else:
+        model, tok = _load(name_or_path, tokenizer)
     if device is not None or dtype is not None:
         model = model.to(device=device, dtype=dtype)
     return model, tok

@@ -131,6 +131,8 @@ export class LearnView {
     this.readout = h("div", { class: "learn-readout mono muted" }, "Hover a cell: how much a token looks at another.");
     this.bars = h("div", { class: "learn-bars", role: "list" });
     this.barsTitle = h("div", { class: "learn-caption" });
+    this.lensTitle = h("div", { class: "learn-caption" });
+    this.lens = h("div", { class: "learn-lens mono", role: "list" });
 
     const colorbar = h("canvas", { class: "learn-colorbar" });
     drawColorBar(colorbar, 110, 10, viridisRGB);
@@ -161,7 +163,7 @@ export class LearnView {
           this.canvas, this.readout,
           h("div", { class: "learn-legend hint" }, "0 ", colorbar, " 1 attention weight (each row sums to 1)  ", swatch,
             " masked: a token may not look ahead")),
-        h("div", { class: "learn-col" }, this.barsTitle, this.bars)));
+        h("div", { class: "learn-col" }, this.barsTitle, this.bars, this.lensTitle, this.lens)));
 
     this.slider.addEventListener("input", () => {
       this.stop(); // a hand on the slider stops the player
@@ -343,9 +345,13 @@ export class LearnView {
         weights = await this.cached(key, () => api.get("attention/head", { trace: meta.trace, layer, head })
           .then((answer) => decodeTensor(answer.weights)));
       }
+      // the logit lens at the last position: which layer first puts the final answer on top
+      const lens = meta.next ? await this.cached(`lens|${step}|${text}`, () => api.get("lens", { trace: meta.trace, last: 1 }))
+        .catch((error) => { this.cache.delete(`lens|${step}|${text}`); throw error; }) : null;
       if (seq !== this.seq.trace || this.dead) return;
       this.drawHeat(meta, layer, head, weights);
       this.drawBars(meta);
+      this.drawLens(lens);
       this.canvas.classList.remove("learn-waiting");
       this.canvas.hidden = false;
       this.box.dataset.headStep = step;
@@ -358,6 +364,8 @@ export class LearnView {
       this.readout.textContent = "";
       this.barsTitle.textContent = "";
       this.bars.replaceChildren();
+      this.lensTitle.textContent = "";
+      this.lens.replaceChildren();
       delete this.box.dataset.headStep;
     }
   }
@@ -452,6 +460,30 @@ export class LearnView {
       : `'${query}' (token ${cell.row}) → '${key}' (token ${cell.col}): ${w.toFixed(3)}`;
   }
 
+  /** The logit lens at the prompt's last token: the residual stream read through the output head
+   * after every attention and MLP, top token and its probability, the final answer marked. Over the
+   * training steps the answer appears, and moves to earlier layers as the model learns. */
+  drawLens(lens) {
+    if (!lens) {
+      this.lensTitle.textContent = "";
+      this.lens.replaceChildren();
+      return;
+    }
+    const final = lens.final_ids[0];
+    const tops = lens.rows.map((r) => r.ids[0]);
+    const depth = answerDepth(tops, final);
+    const label = (id) => visibleText(lens.labels[String(id)] ?? `#${id}`);
+    const where = depth < 0 ? "" : ` is on top from layer ${lens.rows[depth].layer} (after ${lens.rows[depth].after}) on`;
+    this.lensTitle.textContent = `Logit lens: the top token read after each layer; the answer «${label(final)}»${where}`;
+    this.lens.dataset.depth = depth;
+    this.lens.dataset.tops = JSON.stringify(tops);
+    this.lens.replaceChildren(...lens.rows.map((r, i) => h("div", {
+      class: "learn-lens-row" + (r.ids[0] === final ? " answer" : "") + (i === depth ? " first" : ""), role: "listitem" },
+    h("span", { class: "muted" }, `L${r.layer} ${r.after}`),
+    h("span", { class: "learn-lens-token" }, label(r.ids[0])),
+    h("span", { class: "muted" }, fmtProb(r.p[0])))));
+  }
+
   /** The most likely next tokens after the prompt, at temperature 1 (the model's own distribution). */
   drawBars(meta) {
     const last = visibleText(meta.labels[meta.labels.length - 1] ?? "");
@@ -470,6 +502,19 @@ export class LearnView {
     h("span", { class: "learn-bar-p mono" }, fmtProb(p)))),
     h("div", { class: "learn-bar-axis hint" }, "bar length: probability, 0 → 100%"));
   }
+}
+
+/**
+ * The first logit-lens row from which the top token stays `answer` to the last row, or -1.
+ * @example answerDepth([5, 7, 7, 9, 9], 9) // 3
+ */
+export function answerDepth(tops, answer) {
+  let first = -1;
+  tops.forEach((t, i) => {
+    if (t !== answer) first = -1;
+    else if (first < 0) first = i;
+  });
+  return first;
 }
 
 // -- small helpers -------------------------------------------------------------------------------
