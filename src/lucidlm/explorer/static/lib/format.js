@@ -48,3 +48,10 @@ export function fmtNum(x) {
 export function fmtShape(shape) {
   return shape.length === 1 ? `(${shape[0]},)` : `(${shape.join(", ")})`;
 }
+
+/** An attention weight as the readouts show it: 3 decimals, or 2 significant digits when smaller.
+ * @example fmtWeight(0.12345) // "0.123" */
+export function fmtWeight(w) {
+  if (w === 0) return "0";
+  return w >= 0.001 ? w.toFixed(3) : w.toExponential(1);
+}

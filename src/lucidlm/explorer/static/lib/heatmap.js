@@ -244,3 +244,73 @@ export function drawMaskSwatch(canvas, size = 16) {
   paintMatrix(image.data, canvas.width, canvas.height, [0], { rows: 1, cols: 1, maskStart: () => 0 });
   ctx.putImageData(image, 0, 0);
 }
+
+// -- axes and outlines shared by the Attention panel and the notebook widget --------------------
+
+/** 1, 2, 5, 10, 20, 50... the first at least x: tick spacing on a position axis.
+ * @example niceStep(7) // 10 */
+export function niceStep(x) {
+  for (let p = 1; ; p *= 10) for (const m of [1, 2, 5]) if (m * p >= x) return m * p;
+}
+
+/** Text cut with "…" to fit `width` pixels. */
+export function clipText(ctx, text, width) {
+  if (ctx.measureText(text).width <= width) return text;
+  let s = text;
+  while (s.length > 1 && ctx.measureText(s + "…").width > width) s = s.slice(0, -1);
+  return s + "…";
+}
+
+/** A rectangle outline visible on any colour: white inside a dark line. */
+export function outline(ctx, x, y, w, hgt) {
+  ctx.lineWidth = 3;
+  ctx.strokeStyle = "#1d2230";
+  ctx.strokeRect(x, y, w, hgt);
+  ctx.lineWidth = 1.5;
+  ctx.strokeStyle = "#ffffff";
+  ctx.strokeRect(x, y, w, hgt);
+}
+
+/**
+ * A head's axes: token labels (or token positions, for long prompts) on both axes, and the axis
+ * titles. `g` is the plot box (left, top, width, height, labelLeft, labelBottom); the last T of
+ * `labels` label the rows (the queries), the first S the columns (the keys).
+ */
+export function drawTokenAxes(ctx, g, labels, T, S, showLabels, height, font) {
+  ctx.font = font;
+  ctx.fillStyle = "#1d2230";
+  if (showLabels) {
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "right";
+    for (let i = 0; i < T; i++) {
+      const y = g.top + (cellStart(i, T, g.height) + cellStart(i + 1, T, g.height)) / 2;
+      ctx.fillText(clipText(ctx, labels[labels.length - T + i], g.left - g.labelLeft - 6), g.left - 4, y);
+    }
+    for (let j = 0; j < S; j++) { // key labels run downwards, under their column
+      const x = g.left + (cellStart(j, S, g.width) + cellStart(j + 1, S, g.width)) / 2;
+      ctx.save();
+      ctx.translate(x, g.top + g.height + 4);
+      ctx.rotate(Math.PI / 2);
+      ctx.textAlign = "left";
+      ctx.fillText(clipText(ctx, labels[j], g.labelBottom - g.top - g.height - 8), 0, 0);
+      ctx.restore();
+    }
+  } else { // positions: a tick every `step` tokens
+    const step = niceStep(Math.max(T, S) / 6);
+    ctx.textBaseline = "middle";
+    ctx.textAlign = "right";
+    for (let i = 0; i < T; i += step) ctx.fillText(String(i), g.left - 4, g.top + cellStart(i, T, g.height) + 4);
+    ctx.textBaseline = "top";
+    ctx.textAlign = "center";
+    for (let j = 0; j < S; j += step) ctx.fillText(String(j), g.left + cellStart(j, S, g.width) + 2, g.top + g.height + 4);
+  }
+  ctx.fillStyle = "#6b7280";
+  ctx.textAlign = "center";
+  ctx.textBaseline = "bottom";
+  ctx.fillText(showLabels ? "key token (looked at) →" : "key token position (looked at) →", g.left + g.width / 2, height - 2);
+  ctx.save(); // read top to bottom, so the arrow points down the rows
+  ctx.translate(4, g.top + g.height / 2);
+  ctx.rotate(Math.PI / 2);
+  ctx.fillText(showLabels ? "query token (looking) →" : "query token position (looking) →", 0, 0);
+  ctx.restore();
+}

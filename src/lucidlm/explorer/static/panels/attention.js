@@ -17,9 +17,10 @@
 import * as api from "../lib/api.js";
 import { viridisRGB } from "../lib/colors.js";
 import { h, showError, status } from "../lib/dom.js";
+import { fmtWeight } from "../lib/format.js";
 import {
-  causalMaskStart, cellStart, drawColorBar, drawMaskSwatch, drawMatrix, hitTest, kvHeadOf, sizeCanvas,
-  thumbMaskStart,
+  causalMaskStart, cellStart, drawColorBar, drawMaskSwatch, drawMatrix, drawTokenAxes, hitTest, kvHeadOf, outline,
+  sizeCanvas, thumbMaskStart,
 } from "../lib/heatmap.js";
 import { promptBar } from "../lib/promptbar.js";
 import * as state from "../lib/state.js";
@@ -273,49 +274,8 @@ class AttentionView {
     ctx.clearRect(0, 0, width, height);
     const maskStart = meta.causal ? (i) => causalMaskStart(i, T, S) : null;
     drawMatrix(ctx, g, weights.data, { rows: T, cols: S, maskStart });
-    this.drawAxes(ctx, g, labels, showLabels, height);
+    drawTokenAxes(ctx, g, labels, T, S, showLabels, height, FONT);
     this.setHover(null);
-  }
-
-  /** Token labels (or token positions, for long prompts) on both axes, and the axis titles. */
-  drawAxes(ctx, g, labels, showLabels, height) {
-    const { T, S } = this.current;
-    ctx.font = FONT;
-    ctx.fillStyle = "#1d2230";
-    if (showLabels) {
-      ctx.textBaseline = "middle";
-      ctx.textAlign = "right";
-      for (let i = 0; i < T; i++) {
-        const y = g.top + (cellStart(i, T, g.height) + cellStart(i + 1, T, g.height)) / 2;
-        ctx.fillText(clip(ctx, labels[labels.length - T + i], g.left - g.labelLeft - 6), g.left - 4, y);
-      }
-      for (let j = 0; j < S; j++) { // key labels run downwards, under their column
-        const x = g.left + (cellStart(j, S, g.width) + cellStart(j + 1, S, g.width)) / 2;
-        ctx.save();
-        ctx.translate(x, g.top + g.height + 4);
-        ctx.rotate(Math.PI / 2);
-        ctx.textAlign = "left";
-        ctx.fillText(clip(ctx, labels[j], g.labelBottom - g.top - g.height - 8), 0, 0);
-        ctx.restore();
-      }
-    } else { // positions: a tick every `step` tokens
-      const step = niceStep(Math.max(T, S) / 6);
-      ctx.textBaseline = "middle";
-      ctx.textAlign = "right";
-      for (let i = 0; i < T; i += step) ctx.fillText(String(i), g.left - 4, g.top + cellStart(i, T, g.height) + 4);
-      ctx.textBaseline = "top";
-      ctx.textAlign = "center";
-      for (let j = 0; j < S; j += step) ctx.fillText(String(j), g.left + cellStart(j, S, g.width) + 2, g.top + g.height + 4);
-    }
-    ctx.fillStyle = "#6b7280";
-    ctx.textAlign = "center";
-    ctx.textBaseline = "bottom";
-    ctx.fillText(showLabels ? "key token (looked at) →" : "key token position (looked at) →", g.left + g.width / 2, height - 2);
-    ctx.save(); // read top to bottom, so the arrow points down the rows
-    ctx.translate(4, g.top + g.height / 2);
-    ctx.rotate(Math.PI / 2);
-    ctx.fillText(showLabels ? "query token (looking) →" : "query token position (looking) →", 0, 0);
-    ctx.restore();
   }
 
   // -- hovering, locking, keys --------------------------------------------------------------------
@@ -481,31 +441,3 @@ function clamp(x, lo, hi) {
   return Math.max(lo, Math.min(hi, x));
 }
 
-/** A weight as the readout shows it: 3 decimals, or 2 significant digits when smaller. */
-function fmtWeight(w) {
-  if (w === 0) return "0";
-  return w >= 0.001 ? w.toFixed(3) : w.toExponential(1);
-}
-
-/** 1, 2, 5, 10, 20, 50... the first at least x: tick spacing on a position axis. */
-function niceStep(x) {
-  for (let p = 1; ; p *= 10) for (const m of [1, 2, 5]) if (m * p >= x) return m * p;
-}
-
-/** Text cut with "…" to fit `width` pixels. */
-function clip(ctx, text, width) {
-  if (ctx.measureText(text).width <= width) return text;
-  let s = text;
-  while (s.length > 1 && ctx.measureText(s + "…").width > width) s = s.slice(0, -1);
-  return s + "…";
-}
-
-/** A rectangle outline visible on any colour: white inside a dark line. */
-function outline(ctx, x, y, w, hgt) {
-  ctx.lineWidth = 3;
-  ctx.strokeStyle = "#1d2230";
-  ctx.strokeRect(x, y, w, hgt);
-  ctx.lineWidth = 1.5;
-  ctx.strokeStyle = "#ffffff";
-  ctx.strokeRect(x, y, w, hgt);
-}

@@ -8,7 +8,7 @@ import * as api from "../lib/api.js";
 import { viridisRGB } from "../lib/colors.js";
 import { h, showError } from "../lib/dom.js";
 import { fmtProb } from "../lib/format.js";
-import { causalMaskStart, cellAt, drawColorBar, drawMaskSwatch, drawMatrix, sizeCanvas } from "../lib/heatmap.js";
+import { causalMaskStart, cellAt, clipText, drawColorBar, drawMaskSwatch, drawMatrix, sizeCanvas } from "../lib/heatmap.js";
 import { processLogits, topK } from "../lib/sampling.js";
 import * as state from "../lib/state.js";
 import { decodeTensor } from "../lib/tensor.js";
@@ -409,7 +409,7 @@ export class LearnView {
       ctx.textAlign = "right";
       ctx.textBaseline = "middle";
       for (let i = 0; i < T; i++) {
-        ctx.fillText(clip(ctx, labels[labels.length - T + i], labelSpace - 6), g.left - 4, g.top + (i + 0.5) * cell);
+        ctx.fillText(clipText(ctx, labels[labels.length - T + i], labelSpace - 6), g.left - 4, g.top + (i + 0.5) * cell);
       }
       ctx.textAlign = upright ? "center" : "left";
       ctx.textBaseline = upright ? "top" : "middle";
@@ -417,7 +417,7 @@ export class LearnView {
         ctx.save();
         ctx.translate(g.left + (j + 0.5) * cell, g.top + g.height + 4);
         if (!upright) ctx.rotate(Math.PI / 2);
-        ctx.fillText(clip(ctx, labels[j], labelSpace - 6), 0, 0);
+        ctx.fillText(clipText(ctx, labels[j], labelSpace - 6), 0, 0);
         ctx.restore();
       }
     }
@@ -525,14 +525,6 @@ function clamp(x, lo, hi) {
 
 function range(n) {
   return Array.from({ length: n }, (_, i) => i);
-}
-
-/** Text cut with "…" to fit `width` pixels. */
-function clip(ctx, text, width) {
-  if (ctx.measureText(text).width <= width) return text;
-  let s = text;
-  while (s.length > 1 && ctx.measureText(s + "…").width > width) s = s.slice(0, -1);
-  return s + "…";
 }
 
 /** The index of the value in (sorted) `values` closest to x. @example nearestIndex([0, 20, 40], 27) // 1 */
