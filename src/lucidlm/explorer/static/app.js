@@ -8,6 +8,7 @@
 
 import * as api from "./lib/api.js";
 import {h, showError} from "./lib/dom.js";
+import {exportButtons} from "./lib/export.js";
 import {pythonButton} from "./lib/python.js";
 import * as state from "./lib/state.js";
 
@@ -48,7 +49,7 @@ async function start() {
       open(name);
     }}, TITLES[name]));
   }
-  tabs.after(pythonButton()); // the lucidlm code behind whatever view is open
+  tabs.after(pythonButton(), exportButtons()); // the lucidlm code behind the open view; the view as a picture
   try {
     info = await api.get("info");
   } catch (error) {
