@@ -52,3 +52,9 @@ def smollm2_path():
 def minilm_dir():
     """The folder holding all-MiniLM-L6-v2's model.safetensors, config.json and tokenizer.json."""
     return _asset_path_or_skip("all-minilm-l6-v2", ("model", "config.json", "tokenizer.json")).parent
+
+
+@pytest.fixture(scope="session")
+def moses_path():
+    """MOSES's train split (csv.gz) from the molsets wheel; the other splits are cached beside it."""
+    return _asset_path_or_skip("moses", ("train", "test", "test_scaffolds"))

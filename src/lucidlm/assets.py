@@ -174,7 +174,19 @@ _ASSETS = (
            _member("test", "moses/dataset/data/test.csv.gz",
                    "f896fbf3764f88d94670b9959e5872c600c12152a18233823e820761b7a791b2", 1367572),
            _member("test_scaffolds", "moses/dataset/data/test_scaffolds.csv.gz",
-                   "adffb2192c1bfe31ab0e13154d4af19a37dc18bdbf3cd7b4491e04405128adde", 1274114)),
+                   "adffb2192c1bfe31ab0e13154d4af19a37dc18bdbf3cd7b4491e04405128adde", 1274114),
+           # MOSES's precomputed reference statistics of test / test_scaffolds (FCD mu and sigma,
+           # fingerprints, fragment and scaffold counts). They are pickled numpy objects: never
+           # np.load(allow_pickle=True)'d; lucidlm.chem.reference converts them with a 5-name allowlist.
+           _member("test_stats", "moses/dataset/data/test_stats.npz",
+                   "ded25073225a895d4ed17bf1d4223d27560e87ff4cb85786346ca1cc8efa03d3", 16781400),
+           _member("test_scaffolds_stats", "moses/dataset/data/test_scaffolds_stats.npz",
+                   "7b7aba6c1474634a019bebf16f389d554cb9dd1021dfc8c1d1e54430a9f0e7f8", 15949706),
+           # The SMARTS of MOSES's "Filters" metric: medicinal-chemistry filters (MCF) and PAINS.
+           _member("mcf", "moses/metrics/mcf.csv",
+                   "f4a2bfacb4cb8877295eb2a4b4e61ec9770a26388f1331e5dc9c193d22dd5f89", 739),
+           _member("pains", "moses/metrics/wehi_pains.csv",
+                   "d762e5420ec70f06d7e41d336cae6f67e2feb0eddf05c6171192a332726d296f", 207418)),
           PypiArchive("molsets==0.3.1", "molsets-0.3.1-py3-none-any.whl",
                       "7f4450e3ebecebe79c3a2a55950c93daddee071120daf64a163d03481e811d34"),
           origin="https://github.com/molecularsets/moses"),

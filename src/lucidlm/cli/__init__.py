@@ -13,6 +13,7 @@ import sys
 
 from lucidlm.cli import (
     assets,
+    chem,
     data,
     demo,
     embeddings,
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lucidlm", description="Understand LLMs by running one.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in (assets, tokenizer, demo, models, inspection, embeddings, data, train, generation, serve,
-                  explore):
+                  explore, chem):
         group.register_cli(sub)
     return parser
 

@@ -40,7 +40,8 @@ import numpy as np
 from lucidlm.data.sources import Source, cuts_are_safe, find_sources, read_pieces
 
 FORMAT_NAME = "lucidlm-tokens"
-FORMAT_VERSION = 1
+# 2 added the "rows" layout (rows.py), which a version-1 reader would misread as one stream
+FORMAT_VERSION = 2
 META_FILE, TOKENIZER_FILE = "meta.json", "tokenizer.json"
 DEFAULT_CHUNK_CHARS = 1 << 20  # characters per task: ~0.3-1 s of BPE work, a few MB of memory
 # Below this many input bytes one process is faster than forking workers (parallel.py measured ~4 MB).

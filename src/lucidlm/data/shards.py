@@ -17,6 +17,13 @@ A batch, as in nanoGPT's ``get_batch`` (B = batch size, T = block size):
 
 Drawing the starts from a generator the trainer owns means that saving ``generator.get_state()``
 in a checkpoint is enough to resume on exactly the batches an uninterrupted run would have seen.
+
+A dataset in the "rows" layout (``rows.py``: one padded row of length L per sequence, e.g. one
+molecule) is drawn by rows instead of windows, trimmed to the batch's longest sequence:
+
+    rows    ~ uniform{0, ..., N - 1}                   (B,)
+    x[b]    = row[:T],  y[b] = row[1:T + 1]            (B, T)  T = longest sequence in the batch - 1
+    y       = -100 where y == pad_id                           no loss on padding
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ if TYPE_CHECKING:
     import torch
 
 DTYPES = ("uint16", "uint32")
+LAYOUTS = ("stream", "rows")  # one run of ids (windows) | one padded row per sequence (rows.py)
 PROBE_TEXT = "The quick brown fox, 1234 jumps!\n\tÜber 数字 ok"
 
 
@@ -76,6 +84,18 @@ def read_meta(path: str | os.PathLike) -> dict:
               and info["tokens"] >= 0 and Path(info["file"]).name == info["file"])
         if not ok:
             raise ValueError(f"{where}: split {name!r} needs a plain file name and a token count, got {info!r}")
+    layout = meta.get("layout", "stream")
+    if layout not in LAYOUTS:
+        raise ValueError(f"{where}: layout {layout!r} is not one of {LAYOUTS}")
+    if layout == "rows":
+        L, pad = meta.get("row_length"), meta.get("pad_id")
+        if not isinstance(L, int) or L < 2 or not isinstance(pad, int) or not 0 <= pad < meta["vocab_size"]:
+            raise ValueError(f"{where}: a rows dataset needs row_length >= 2 and a pad_id in the vocabulary, got "
+                             f"row_length={L!r}, pad_id={pad!r}")
+        for name, info in splits.items():
+            if info["tokens"] % L:
+                raise ValueError(f"{where}: split {name!r} has {info['tokens']} tokens, not a whole number of rows "
+                                 f"of {L}")
     return meta
 
 
@@ -106,6 +126,9 @@ class TokenDataset:
             )
         # np.memmap cannot map an empty file; an empty split (val_fraction=0) is an empty array.
         self.data = np.memmap(file, dtype=dtype, mode="r") if info["tokens"] else np.zeros(0, dtype)
+        # the rows layout: one sequence per row of row_length ids, padded with pad_id (else None)
+        self.row_length: int | None = self.meta["row_length"] if self.meta.get("layout") == "rows" else None
+        self.pad_id: int | None = self.meta["pad_id"] if self.row_length is not None else None
 
     # -- what the dataset is ------------------------------------------------------------------
 
@@ -179,17 +202,43 @@ class TokenDataset:
 
     def get_batch(self, batch_size: int, block_size: int,
                   generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y), both int64 (B, T), from B windows at random starts (see the module docstring)."""
+        """(x, y), both int64 (B, T), from B windows at random starts, or B random rows of a rows
+        dataset (see the module docstring)."""
         import torch
 
+        if self.row_length is not None:
+            self.check_rows(block_size, batch_size)
+            rows = torch.randint(len(self) // self.row_length, (batch_size,), generator=generator)  # (B,)
+            return self._rows(rows.tolist())
         self._check_block(block_size, batch_size)
         starts = torch.randint(len(self) - block_size, (batch_size,), generator=generator)  # (B,)
         return self._windows(starts.tolist(), block_size)
 
+    def check_rows(self, block_size: int, batch_size: int = 1) -> None:
+        """ValueError unless this rows dataset has a row and ``block_size`` holds a whole row
+        (a sequence cut short would never be learned to its end)."""
+        assert self.row_length is not None, "check_rows is for rows datasets"
+        if block_size < 1 or batch_size < 1:
+            raise ValueError(f"batch_size and block_size must be >= 1, got {batch_size} and {block_size}")
+        if len(self) == 0:
+            raise ValueError(f"the {self.split!r} split of {self.path} has no rows; prepare it with some")
+        if block_size < self.row_length - 1:
+            raise ValueError(f"{self.path} holds sequences of up to {self.row_length} tokens, so block_size must be "
+                             f">= {self.row_length - 1} (x and y are a row shifted by one), got {block_size}")
+
     def iter_batches(self, batch_size: int, block_size: int,
                      max_batches: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Consecutive non-overlapping windows from the start of the split, for a deterministic
-        evaluation: every token after the first is a target once (up to the last partial window)."""
+        evaluation: every token after the first is a target once (up to the last partial window).
+        A rows dataset gives its rows in order, each once."""
+        if self.row_length is not None:  # every row once, in order
+            self.check_rows(block_size, batch_size)
+            n_rows = len(self) // self.row_length
+            for k, i in enumerate(range(0, n_rows, batch_size)):
+                if max_batches is not None and k >= max_batches:
+                    return
+                yield self._rows(list(range(i, min(i + batch_size, n_rows))))
+            return
         self._check_block(block_size, batch_size)
         starts = range(0, len(self) - block_size, block_size)
         for k, i in enumerate(range(0, len(starts), batch_size)):
@@ -205,6 +254,19 @@ class TokenDataset:
         w = torch.from_numpy(w)
         return w[:, :-1].contiguous(), w[:, 1:].contiguous()  # (B, T) inputs, (B, T) targets
 
+    def _rows(self, rows: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """x, y (B, T) from whole rows, cut after the batch's longest sequence; y = -100 on padding."""
+        import torch
+
+        L, pad = self.row_length, self.pad_id
+        w = np.stack([self.data[i * L : (i + 1) * L] for i in rows]).astype(np.int64)  # (B, L)
+        w = torch.from_numpy(w)
+        T = max(int((w != pad).sum(dim=1).max()) - 1, 1)  # the longest sequence less one: x, y are it shifted
+        x, y = w[:, :T].contiguous(), w[:, 1 : T + 1].clone()  # (B, T), (B, T)
+        y[y == pad] = -100  # F.cross_entropy's ignore_index: padding is never a target
+        return x, y
+
     def __repr__(self) -> str:
-        return (f"TokenDataset({str(self.path)!r}, split={self.split!r}, tokens={len(self):,}, "
+        rows = f", rows of {self.row_length}" if self.row_length is not None else ""
+        return (f"TokenDataset({str(self.path)!r}, split={self.split!r}, tokens={len(self):,}{rows}, "
                 f"vocab_size={self.vocab_size}, dtype={self.meta['dtype']})")

@@ -360,7 +360,9 @@ def _token_batches(cfg: TrainConfig):
 
     splits = {split: TokenDataset(cfg.data, split=split) for split in ("train", "val")}
     for split, ds in splits.items():
-        if len(ds) <= cfg.block_size:
+        if ds.row_length is not None:  # one sequence per row (data/rows.py): a row must fit block_size
+            ds.check_rows(cfg.block_size)
+        elif len(ds) <= cfg.block_size:
             raise ValueError(f"{cfg.data}: the {split} split has {len(ds)} tokens, too few for block_size="
                              f"{cfg.block_size}; lower block_size or prepare more data")
 

@@ -1,0 +1,156 @@
+"""MOSES SMILES as training data: one molecule per row, ``[BOS] tokens [EOS]``, padding masked.
+
+The MOSES splits (Polykovskiy et al. 2020; the ``moses`` asset: train 1,584,663 / test 176,074 /
+test_scaffolds 176,225 RDKit-canonical SMILES) are tokenized with the Molecular Transformer's regex
+(``SmilesTokenizer``: 24 distinct tokens on MOSES, at most 54 per molecule) and written as a
+token dataset in the "rows" layout (``lucidlm.data.rows``), which ``lucidlm train`` reads:
+
+    "CCO"   ->   <bos> C C O <eos> <pad> <pad> ...     one row of 56 ids (54 + BOS + EOS)
+    x       =    <bos> C C O <eos> <pad> ...            the row without its last id
+    y       =      C   C O <eos> -100  -100 ...         the row shifted by one; padding has no loss
+
+Why rows, not a packed stream ``<bos> a <eos> <bos> b <eos> ...``? Packing wastes no compute on
+padding, but each molecule would then attend to the molecules before it in the window, while
+sampling starts from a lone ``<bos>`` at position 0. With rows, training sees exactly what
+sampling does: every molecule starts at position 0 after ``<bos>``, and the model learns when to
+stop (``<eos>`` is a target) rather than being cut off. This avoids the pitfalls of the
+tutorial this follows (Jablonka 2024): a loss on the last token only, left padding with absolute
+positions, no end token, and every sample forced to start with "C".
+
+Validation is a random ``val_size`` molecules held out of MOSES train (seeded), not MOSES test:
+choosing the best checkpoint on test would leak into the test metrics (FCD/Test, SNN/Test).
+MOSES test and test_scaffolds are written too, for their losses; the metrics read the asset.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from lucidlm.chem.files import read_smiles
+
+MOSES_SPLITS = ("train", "test", "test_scaffolds")  # the moses asset's members
+DEFAULT_VAL_SIZE = 10_000
+
+
+# ----------------------------------------------------------------------------------------------
+# molecules -> ids
+
+
+def build_tokenizer(smiles: Iterable[str]):
+    """A SmilesTokenizer whose vocabulary is the tokens of ``smiles``, most frequent first, after
+    ``<pad> <bos> <eos> <unk>``: 28 ids on MOSES. A string that cannot be tokenized adds nothing
+    here; ``encode_molecules`` reports it."""
+    from lucidlm.tokenizers.simple import SMILES_SPECIAL_TOKENS, SmilesTokenizer, tokenize_smiles
+
+    counts: Counter[str] = Counter()
+    for s in smiles:
+        try:
+            counts.update(tokenize_smiles(s))
+        except ValueError:
+            continue
+    kept = sorted((t for t in counts if t not in SMILES_SPECIAL_TOKENS), key=lambda t: (-counts[t], t))
+    return SmilesTokenizer([*SMILES_SPECIAL_TOKENS, *kept])
+
+
+def encode_molecules(tokenizer, smiles: Sequence[str], *, where: str = "molecules",
+                     progress: bool = False) -> list[list[int]]:
+    """Each SMILES as ``[bos, *tokens, eos]``. A token the vocabulary lacks is an error, never a
+    silent ``<unk>`` (the model would learn to write it); so is an empty string or one with
+    characters no SMILES token matches. The error counts every bad molecule and shows the first."""
+    from tqdm.auto import tqdm
+
+    stoi, bos, eos = tokenizer.stoi, tokenizer.bos_id, tokenizer.eos_id
+    out: list[list[int]] = []
+    bad: list[tuple[int, str]] = []
+    for i, s in enumerate(tqdm(smiles, desc=f"tokenizing {where}", unit=" mol", disable=not progress,
+                               mininterval=1.0)):
+        try:
+            tokens = tokenizer.tokenize(s) if s else None
+        except ValueError as exc:
+            bad.append((i, str(exc)))
+            continue
+        if tokens is None:
+            bad.append((i, "an empty SMILES"))
+            continue
+        unknown = [t for t in tokens if t not in stoi]
+        if unknown:
+            bad.append((i, f"{s!r} has token {unknown[0]!r}, which is not in the vocabulary of the training "
+                           f"molecules ({tokenizer.vocab_size} tokens)"))
+            continue
+        out.append([bos, *(stoi[t] for t in tokens), eos])
+    if bad:
+        i, why = bad[0]
+        raise ValueError(f"{where}: {len(bad)} of {len(smiles)} molecules cannot be encoded; the first, molecule "
+                         f"{i + 1}: {why}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# the dataset
+
+
+def prepare_smiles(out_dir: str | os.PathLike, train: Sequence[str], *, val: Sequence[str] | None = None,
+                   val_size: int = DEFAULT_VAL_SIZE, seed: int = 0, extra: dict[str, Sequence[str]] | None = None,
+                   tokenizer=None, info: dict | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+    """Write a rows dataset of molecules to ``out_dir`` (see the module docstring); returns its
+    meta.json. ``val``: the validation molecules; None holds ``val_size`` of ``train`` out (a
+    seeded random choice). ``extra``: more splits (MOSES test, test_scaffolds).
+
+    ``tokenizer``: encode with this vocabulary (a model's, to fine-tune it on new molecules); a
+    molecule with a token it lacks is then an error. None builds the vocabulary from every split
+    given: on MOSES, train alone has all 24 tokens, but a trial on its first molecules may not."""
+    from lucidlm.data.rows import pad_rows, write_rows_dataset
+
+    train = list(train)
+    if not train:
+        raise ValueError("no training molecules")
+    if Path(out_dir).expanduser().exists() and not overwrite:  # before minutes of tokenizing, not after
+        raise ValueError(f"{out_dir} already exists; pass overwrite=True (--overwrite) to replace it")
+    if tokenizer is None:
+        tokenizer = build_tokenizer([*train, *(val or ()), *(s for mols in (extra or {}).values() for s in mols)])
+    # encode before holding val out, so that an error counts the bad molecules of the whole file
+    encoded = {"train": encode_molecules(tokenizer, train, where="the training molecules", progress=progress)}
+    held_out = val is None
+    if held_out:
+        if not 0 < val_size < len(train):
+            raise ValueError(f"val_size={val_size} must be between 1 and the {len(train) - 1} molecules "
+                             "train can spare")
+        order = np.random.default_rng(seed).permutation(len(train))
+        held = np.zeros(len(train), dtype=bool)
+        held[order[:val_size]] = True
+        rows = encoded.pop("train")
+        encoded["train"] = [r for r, h in zip(rows, held) if not h]
+        encoded["val"] = [r for r, h in zip(rows, held) if h]
+    else:
+        encoded["val"] = encode_molecules(tokenizer, val, where="the validation molecules", progress=progress)
+    for name, mols in (extra or {}).items():
+        encoded[name] = encode_molecules(tokenizer, mols, where=f"the {name} split", progress=progress)
+    row_length = max(len(ids) for rows in encoded.values() for ids in rows)
+    arrays = {name: pad_rows(rows, tokenizer.pad_id, row_length) for name, rows in encoded.items()}
+    lengths = np.array([len(ids) - 2 for ids in encoded["train"]])
+    info = {"molecules": {name: len(rows) for name, rows in encoded.items()},
+            "tokens_per_molecule": {"max": int(max(len(ids) - 2 for rows in encoded.values() for ids in rows)),
+                                    "mean_train": round(float(lengths.mean()), 2)},
+            "val_from_train": {"size": len(encoded["val"]), "seed": seed} if held_out else None,
+            **(info or {})}
+    return write_rows_dataset(out_dir, arrays, tokenizer, pad_id=tokenizer.pad_id, info=info, overwrite=overwrite)
+
+
+def prepare_moses(out_dir: str | os.PathLike, *, val_size: int = DEFAULT_VAL_SIZE, seed: int = 0,
+                  limit: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+    """The MOSES benchmark's splits as a training dataset in ``out_dir`` (a minute or two: 1.9M
+    molecules to tokenize). ``limit``: only the first ``limit`` molecules of each split (a trial)."""
+    from lucidlm.assets import asset_path
+
+    smiles = {name: read_smiles(asset_path("moses", name), limit=limit) for name in MOSES_SPLITS}
+    if limit is not None:  # a trial on a few molecules: hold out a tenth of them at most
+        val_size = min(val_size, max(1, len(smiles["train"]) // 10))
+    return prepare_smiles(out_dir, smiles["train"], val_size=val_size,
+                          seed=seed, extra={"test": smiles["test"], "test_scaffolds": smiles["test_scaffolds"]},
+                          info={"source": "moses asset (molsets==0.3.1)", "limit": limit},
+                          overwrite=overwrite, progress=progress)
