@@ -17,6 +17,7 @@
     GET  /api/export                ?trace=&format=npz|json          -> a trace's tensors, to download
     GET  /api/source                ?file=                           -> one of lucidlm's own source files
     POST /api/embeddings            {sentences}                      -> cosine matrix, PCA map, neighbours
+    POST /api/molecules             {model, n, temperature, ...}     -> SMILES sampled, token probabilities, drawings
     GET  /api/runs                                                   -> the training runs found
     GET  /api/runs/metrics          ?run=&since=                     -> a run's metrics records
     GET  /api/runs/checkpoints      ?run=                            -> the steps a run kept (trace one as RUN@STEP)
@@ -43,6 +44,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lucidlm.explorer import forward, tokens
 from lucidlm.explorer.embedding_map import sentence_map
+from lucidlm.explorer.molecules import MAX_MOLECULES, check_molecule_model, generate_molecules
 from lucidlm.explorer.python_code import python_for
 from lucidlm.explorer.sources import read_source
 from lucidlm.explorer.workspace import Workspace
@@ -111,6 +113,15 @@ class SampleRequest(BaseModel):
     seed: int = 0
 
 
+class MoleculesRequest(BaseModel):
+    model: str
+    n: int = Field(12, ge=1, le=MAX_MOLECULES)
+    temperature: float = Field(1.0, ge=0, le=2)
+    top_k: int = Field(0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    seed: int | None = 0
+
+
 class EmbeddingsRequest(BaseModel):
     sentences: list[str] = Field(max_length=256)
 
@@ -137,6 +148,10 @@ def create_app(workspace: Workspace) -> FastAPI:
     @app.exception_handler(FileNotFoundError)
     async def _missing(request: Request, exc: FileNotFoundError):
         return _error(404, str(exc))
+
+    @app.exception_handler(ImportError)
+    async def _missing_extra(request: Request, exc: ImportError):
+        return _error(501, str(exc))  # an optional dependency (RDKit) not installed: the message names the extra
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError):
@@ -309,6 +324,16 @@ def create_app(workspace: Workspace) -> FastAPI:
     def embeddings(body: EmbeddingsRequest) -> dict:
         with ws.lock:
             return sentence_map(ws.embedder(), body.sentences, ws.corpus())
+
+    @app.post("/api/molecules")
+    def molecules(body: MoleculesRequest) -> dict:
+        """Molecules from a SMILES GPT: each from <bos> to <eos>, with the model's probability of
+        every token it wrote, whether RDKit reads it, and its drawing (SVG text)."""
+        model, tokenizer = ws.model(body.model)
+        check_molecule_model(model, tokenizer, body.model)
+        params = SamplingParams(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p, seed=body.seed)
+        with ws.lock:
+            return {"model": body.model, **generate_molecules(model, tokenizer, body.n, params)}
 
     @app.get("/api/runs")
     def runs() -> dict:

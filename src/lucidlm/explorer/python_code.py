@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-PANELS = ("tokens", "attention", "walkthrough", "next", "intervene", "compare", "embeddings", "runs")
+PANELS = ("tokens", "attention", "walkthrough", "next", "intervene", "compare", "embeddings", "runs", "molecules")
 
 
 def _number(value, name: str, kind=int):
@@ -190,4 +190,17 @@ def python_for(panel: str, params: dict, resolve=_as_is) -> str:
                 "e = lucidlm.embed(sentences)  # (N, 384) unit vectors (all-MiniLM-L6-v2)\n"
                 "cosine = e @ e.T  # (N, N) cosine similarities\n"
                 "print(cosine)\n")
+    if panel == "molecules":
+        if not params.get("model"):
+            raise ValueError("choose a molecule model first")
+        n, temp, topk = _int(params, "n", 12), _float(params, "temp", 1.0), _int(params, "topk", 0)
+        topp, seed = _float(params, "topp", 1.0), _int(params, "seed", 0)
+        return ("from lucidlm.chem.features import canonical\n"
+                "from lucidlm.chem.sample import load_molecule_model, sample_molecules\n"
+                "from lucidlm.generate.sampling import SamplingParams\n\n"
+                f"model, tok = load_molecule_model({json.dumps(resolve(params['model'])[0])})\n"
+                f"params = SamplingParams(temperature={temp}, top_k={topk}, top_p={topp}, seed={seed})\n"
+                f"molecules = sample_molecules(model, tok, {n}, params=params, batch_size={n}, progress=False)\n"
+                "for m in molecules:\n"
+                "    print('valid  ' if canonical(m.smiles) else 'INVALID', m.smiles)\n")
     raise ValueError(f"no Python for the {panel!r} panel; it has: {', '.join(PANELS)}")

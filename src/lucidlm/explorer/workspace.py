@@ -11,6 +11,7 @@ loaded. Traces of recent prompts are kept in a small cache (a 512-token SmolLM2 
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
@@ -23,6 +24,7 @@ from lucidlm.inspection.walkthrough import model_kind
 from lucidlm.loading.checkpoint import has_lora_adapters
 from lucidlm.loading.load import check_pretrained, load_model, pretrained_models
 from lucidlm.tokenizers import NAMED_TOKENIZERS, SmilesTokenizer, load_tokenizer
+from lucidlm.tokenizers.simple import SMILES_FORMAT
 from lucidlm.train.metrics import METRICS_FILE, read_metrics
 from lucidlm.train.state import kept_steps
 
@@ -63,6 +65,8 @@ class Workspace:
         if not models:
             raise ValueError("no models: name at least one with --model")
         self.model_names = list(dict.fromkeys(str(m) for m in models))
+        # the models given whose tokenizer is a SMILES one (a GPT trained on molecules: the Molecules panel's)
+        self._molecule_models = {m for m in self.model_names if _smiles_checkpoint(Path(m).expanduser())}
         # "NAME (LoRA off)" -> NAME, for every model given that is a LoRA fine-tune's checkpoint
         self._lora_off = {f"{m}{LORA_OFF}": m for m in self.model_names if has_lora_adapters(Path(m).expanduser())}
         self.embed_model = embed_model
@@ -137,7 +141,8 @@ class Workspace:
     def models_info(self) -> list[dict]:
         return [{"name": n, "loaded": n in self._models,
                  **({"kind": model_kind(self._models[n][0])} if n in self._models else {}),
-                 **({"lora": "off", "base_of": self._lora_off[n]} if n in self._lora_off else {})}
+                 **({"lora": "off", "base_of": self._lora_off[n]} if n in self._lora_off else {}),
+                 **({"molecules": True} if n in self._molecule_models else {})}
                 for n in self.served_models()]
 
     # -- tokenizers ----------------------------------------------------------------------------
@@ -290,6 +295,17 @@ class Workspace:
                                     "run folder? a run writes it from its first logged step)")
         records = read_metrics(path)
         return {"run": name, "total": len(records), "records": records[max(0, int(since)):]}
+
+
+def _smiles_checkpoint(path: Path) -> bool:
+    """A checkpoint directory whose tokenizer file is a SmilesTokenizer's (read as JSON, small)."""
+    file = path / "tokenizer.json"
+    if not file.is_file() or file.stat().st_size > 1 << 20:
+        return False
+    try:
+        return json.loads(file.read_text(encoding="utf-8")).get("format") == SMILES_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _is_run(path: Path) -> bool:

@@ -12,9 +12,11 @@ import {exportButtons} from "./lib/export.js";
 import {pythonButton} from "./lib/python.js";
 import * as state from "./lib/state.js";
 
-const PANELS = ["tokens", "attention", "walkthrough", "next", "intervene", "compare", "embeddings", "runs"];
+const PANELS = ["tokens", "attention", "walkthrough", "next", "intervene", "compare", "embeddings", "runs",
+                "molecules"];
 const TITLES = {tokens: "Tokens", attention: "Attention", walkthrough: "Walkthrough", next: "Next token",
-                intervene: "Intervene", compare: "Compare", embeddings: "Embeddings", runs: "Training runs"};
+                intervene: "Intervene", compare: "Compare", embeddings: "Embeddings", runs: "Training runs",
+                molecules: "Molecules"};
 
 let info = null;
 
