@@ -21,6 +21,7 @@ from lucidlm.cli import (
     generation,
     inspection,
     models,
+    seq2seq,
     serve,
     tokenizer,
     train,
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lucidlm", description="Understand LLMs by running one.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in (assets, tokenizer, demo, models, inspection, embeddings, data, train, generation, serve,
-                  explore, chem):
+                  explore, chem, seq2seq):
         group.register_cli(sub)
     return parser
 

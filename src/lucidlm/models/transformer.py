@@ -253,12 +253,14 @@ class Encoder(nn.Module):
         self.apply(_init_weights)
 
     def forward(self, ids: torch.Tensor, *, attention_mask: torch.Tensor | None = None,
-                token_types: torch.Tensor | None = None, trace=None, name: str = "") -> torch.Tensor:
+                token_types: torch.Tensor | None = None, positions: torch.Tensor | None = None, trace=None,
+                name: str = "") -> torch.Tensor:
         """Hidden states (B, T, C); with ``attention_mask`` (B, T), padding is never attended to and
-        positions count real tokens only (see ``_positions``), so padding changes nothing."""
+        positions count real tokens only (see ``_positions``), so padding changes nothing.
+        ``positions`` (T,) or (B, T) replaces that count (training with shifted positions)."""
         _check_ids_shape(ids)
         B, T = ids.shape
-        positions = _positions(self.cfg, T, 0, ids.device, attention_mask)
+        positions = _positions(self.cfg, T, 0, ids.device, attention_mask, positions)
         key_padding = attention_mask.bool() if attention_mask is not None else None
         x = self.embed(ids, positions, token_types, trace=trace, name=f"{name}embed")
         for i, layer in enumerate(self.layers):
@@ -288,15 +290,17 @@ class EncoderDecoder(nn.Module):
             self.lm_head.weight = self.embed.tokens.weight
         self.apply(_init_weights)
 
-    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None, trace=None) -> torch.Tensor:
-        return self.encoder(src, attention_mask=src_mask, trace=trace, name="encoder.")
+    def encode(self, src: torch.Tensor, src_mask: torch.Tensor | None = None, trace=None, *,
+               positions: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encoder(src, attention_mask=src_mask, positions=positions, trace=trace, name="encoder.")
 
     def decode(self, tgt: torch.Tensor, memory: torch.Tensor, *, src_mask: torch.Tensor | None = None,
-               tgt_mask: torch.Tensor | None = None, cache: KVCache | None = None, trace=None) -> torch.Tensor:
+               tgt_mask: torch.Tensor | None = None, cache: KVCache | None = None, trace=None,
+               positions: torch.Tensor | None = None) -> torch.Tensor:
         _check_ids_shape(tgt)
         B, T = tgt.shape
         start = cache.length if cache is not None else 0
-        positions = _positions(self.cfg, T, start, tgt.device, tgt_mask)
+        positions = _positions(self.cfg, T, start, tgt.device, tgt_mask, positions)
         x = self.embed(tgt, positions, trace=trace, name="decoder.embed")
         memory_padding = src_mask.bool() if src_mask is not None else None
         key_padding = tgt_mask.bool() if tgt_mask is not None else None
@@ -313,9 +317,12 @@ class EncoderDecoder(nn.Module):
         return logits
 
     def forward(self, src: torch.Tensor, tgt: torch.Tensor, *, src_mask: torch.Tensor | None = None,
-                tgt_mask: torch.Tensor | None = None, trace=None) -> torch.Tensor:
-        memory = self.encode(src, src_mask, trace=trace)
-        return self.decode(tgt, memory, src_mask=src_mask, tgt_mask=tgt_mask, trace=trace)
+                tgt_mask: torch.Tensor | None = None, src_positions: torch.Tensor | None = None,
+                tgt_positions: torch.Tensor | None = None, trace=None) -> torch.Tensor:
+        """Logits (B, T, V) of each next target token. Positions default to counting real tokens
+        from 0; ``src_positions`` / ``tgt_positions`` replace them (shifted-position training)."""
+        memory = self.encode(src, src_mask, trace=trace, positions=src_positions)
+        return self.decode(tgt, memory, src_mask=src_mask, tgt_mask=tgt_mask, trace=trace, positions=tgt_positions)
 
     def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
         p = self.lm_head.weight

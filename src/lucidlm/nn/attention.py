@@ -151,6 +151,18 @@ class KVCache:
         """Positions already cached (the position of the next token)."""
         return self.layers[0].length
 
+    def reorder(self, index: torch.Tensor) -> None:
+        """Row b of the cache becomes what row ``index[b]`` was, in every layer (beam search: each
+        surviving hypothesis continues from its parent's keys and values). Written in place, so a
+        cache over someone else's tensors (``from_tensors``) stays valid; the encoder's keys and
+        values of cross-attention (``memory_kv``) move with their rows."""
+        for layer in self.layers:
+            n = layer.length
+            layer.k[:, :, :n] = layer.k[index, :, :n]  # the right side is a copy: no row is overwritten early
+            layer.v[:, :, :n] = layer.v[index, :, :n]
+            if layer.memory_kv is not None:
+                layer.memory_kv = tuple(t.index_select(0, index) for t in layer.memory_kv)
+
 
 class Attention(nn.Module):
     """Multi-head / grouped-query self- or cross-attention with optional RoPE and KV cache.

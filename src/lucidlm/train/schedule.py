@@ -11,6 +11,9 @@ is the scheduler's whole state.
   decay linearly to min_lr over the last decay_fraction of the steps. The stable phase can be
   extended or branched from without knowing the run's length in advance.
 - constant: the peak lr after warmup.
+- noam, inverse square root (Vaswani et al. 2017, eq. 3): a linear warmup, then lr ~ 1/sqrt(step),
+  with no end: ``noam_lr``. Written in the paper's terms (d_model, a factor) or by its peak
+  (``inverse_sqrt_lr``); the same curve.
 """
 
 from __future__ import annotations
@@ -47,3 +50,27 @@ def lr_for(cfg, step: int) -> float:
     """``lr_at`` with a TrainConfig's settings."""
     return lr_at(step, lr=cfg.lr, min_lr=cfg.min_lr, warmup_steps=cfg.warmup_steps, max_steps=cfg.max_steps,
                  schedule=cfg.schedule, decay_fraction=cfg.decay_fraction)
+
+
+def noam_lr(step: int, *, d_model: int, warmup_steps: int, factor: float = 1.0) -> float:
+    """lrate = factor * d_model^-0.5 * min(step^-0.5, step * warmup_steps^-1.5)  (Vaswani et al., eq. 3).
+
+    It rises linearly for warmup_steps steps, peaks at factor / sqrt(d_model * warmup_steps), then
+    falls as 1/sqrt(step). Example: d_model=512, warmup_steps=4000 (the paper's base model):
+    step 4000 -> 6.99e-4, step 16000 -> 3.49e-4 (half: four times the steps)."""
+    if step < 1:
+        raise ValueError(f"steps count from 1, got {step}")
+    if warmup_steps < 1 or d_model < 1:
+        raise ValueError(f"noam_lr needs warmup_steps >= 1 and d_model >= 1, got {warmup_steps}, {d_model}")
+    return factor * d_model**-0.5 * min(step**-0.5, step * warmup_steps**-1.5)
+
+
+def inverse_sqrt_lr(step: int, *, lr: float, warmup_steps: int) -> float:
+    """``noam_lr`` named by its peak ``lr`` (reached at step = warmup_steps):
+    lr * min(step / warmup_steps, sqrt(warmup_steps / step)). Example (lr=1e-3, warmup_steps=100):
+    step 50 -> 5e-4, step 100 -> 1e-3, step 400 -> 5e-4."""
+    if step < 1:
+        raise ValueError(f"steps count from 1, got {step}")
+    if warmup_steps < 1:
+        raise ValueError(f"inverse_sqrt_lr needs warmup_steps >= 1, got {warmup_steps}")
+    return lr * min(step / warmup_steps, math.sqrt(warmup_steps / step))
