@@ -32,6 +32,8 @@ _TRAIN_FLAGS = (
     ("--dropout", "dropout", float, "dropout rate"),
     ("--grad-clip", "grad_clip", float, "clip the gradient norm (0: off)"),
     ("--position-shift", "position_shift", int, "shift training positions by a random 0..N (longer inputs)"),
+    ("--init", "init", str, "weight initialisation: xavier (Glorot uniform) or gpt2 (N(0, 0.02))"),
+    ("--ema", "ema", float, "decay of the weight average that is evaluated and saved (0: off)"),
     ("--stop-at", "stop_at", float, "validation exact match that ends training (default 1.0)"),
     ("--eval-every", "eval_every", int, "steps between validation decodes"),
     ("--seed", "seed", int, "random seed (model, data order)"),
