@@ -17,6 +17,11 @@ stop (``<eos>`` is a target) rather than being cut off. This avoids the pitfalls
 tutorial this follows (Jablonka 2024): a loss on the last token only, left padding with absolute
 positions, no end token, and every sample forced to start with "C".
 
+With ``condition="logP"`` (or QED, SAS, TPSA) each row starts with the molecule's property as a
+token, ``<logP=2.25> <bos> C C O <eos>`` (``conditions.py``), so the model learns to write a
+molecule to order; the dataset is then a random ``subset`` of train (computing QED or SAS takes
+about a millisecond a molecule) and holds no test splits.
+
 Validation is a random ``val_size`` molecules held out of MOSES train (seeded), not MOSES test:
 choosing the best checkpoint on test would leak into the test metrics (FCD/Test, SNN/Test).
 MOSES test and test_scaffolds are written too, for their losses; the metrics read the asset.
@@ -35,6 +40,7 @@ from lucidlm.chem.files import read_smiles
 
 MOSES_SPLITS = ("train", "test", "test_scaffolds")  # the moses asset's members
 DEFAULT_VAL_SIZE = 10_000
+DEFAULT_CONDITION_SUBSET = 300_000  # molecules of a conditioned dataset: more than an hour of CPU training sees
 
 
 # ----------------------------------------------------------------------------------------------
@@ -58,8 +64,9 @@ def build_tokenizer(smiles: Iterable[str]):
 
 
 def encode_molecules(tokenizer, smiles: Sequence[str], *, where: str = "molecules",
-                     progress: bool = False) -> list[list[int]]:
-    """Each SMILES as ``[bos, *tokens, eos]``. A token the vocabulary lacks is an error, never a
+                     progress: bool = False, prefixes: Sequence[int] | None = None) -> list[list[int]]:
+    """Each SMILES as ``[bos, *tokens, eos]`` (``[prefix, bos, *tokens, eos]`` with ``prefixes``,
+    one id per molecule: its condition token). A token the vocabulary lacks is an error, never a
     silent ``<unk>`` (the model would learn to write it); so is an empty string or one with
     characters no SMILES token matches. The error counts every bad molecule and shows the first."""
     from tqdm.auto import tqdm
@@ -82,12 +89,36 @@ def encode_molecules(tokenizer, smiles: Sequence[str], *, where: str = "molecule
             bad.append((i, f"{s!r} has token {unknown[0]!r}, which is not in the vocabulary of the training "
                            f"molecules ({tokenizer.vocab_size} tokens)"))
             continue
-        out.append([bos, *(stoi[t] for t in tokens), eos])
+        out.append([*(() if prefixes is None else (prefixes[i],)), bos, *(stoi[t] for t in tokens), eos])
     if bad:
         i, why = bad[0]
         raise ValueError(f"{where}: {len(bad)} of {len(smiles)} molecules cannot be encoded; the first, molecule "
                          f"{i + 1}: {why}")
     return out
+
+
+def _condition_prefixes(tokenizer, name: str, splits: dict[str, Sequence[str] | None], *, n_jobs: int,
+                        progress: bool):
+    """The tokenizer with ``name``'s condition tokens appended, each split's condition ids, and
+    what was fitted (for meta.json)."""
+    from lucidlm.chem.conditions import compute_properties, fit_condition
+    from lucidlm.tokenizers.simple import SmilesTokenizer
+
+    values = {split: compute_properties(mols, [name], n_jobs=n_jobs, progress=progress)[name]
+              for split, mols in splits.items() if mols}
+    bad = int(np.isnan(values["train"]).sum())
+    if bad:
+        first = int(np.flatnonzero(np.isnan(values["train"]))[0])
+        raise ValueError(f"{bad} training molecules have no {name} (RDKit cannot parse them); the first, molecule "
+                         f"{first + 1}: {splits['train'][first]!r}")
+    cond = fit_condition(name, values["train"])
+    tokenizer = SmilesTokenizer([*tokenizer.tokens, *(t for t in cond.tokens() if t not in tokenizer.stoi)])
+    prefixes = {split: [tokenizer.stoi[cond.token(v)] if np.isfinite(v) else tokenizer.unk_id for v in vals]
+                for split, vals in values.items()}
+    fitted = {"name": name, "step": cond.step, "lo": cond.lo, "hi": cond.hi, "tokens": len(cond.tokens()),
+              "train_mean": round(float(values["train"].mean()), 4),
+              "train_sd": round(float(values["train"].std()), 4)}
+    return tokenizer, prefixes, fitted
 
 
 # ----------------------------------------------------------------------------------------------
@@ -96,14 +127,18 @@ def encode_molecules(tokenizer, smiles: Sequence[str], *, where: str = "molecule
 
 def prepare_smiles(out_dir: str | os.PathLike, train: Sequence[str], *, val: Sequence[str] | None = None,
                    val_size: int = DEFAULT_VAL_SIZE, seed: int = 0, extra: dict[str, Sequence[str]] | None = None,
-                   tokenizer=None, info: dict | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+                   tokenizer=None, condition: str | None = None, n_jobs: int = 2, info: dict | None = None,
+                   overwrite: bool = False, progress: bool = True) -> dict:
     """Write a rows dataset of molecules to ``out_dir`` (see the module docstring); returns its
     meta.json. ``val``: the validation molecules; None holds ``val_size`` of ``train`` out (a
     seeded random choice). ``extra``: more splits (MOSES test, test_scaffolds).
 
     ``tokenizer``: encode with this vocabulary (a model's, to fine-tune it on new molecules); a
     molecule with a token it lacks is then an error. None builds the vocabulary from every split
-    given: on MOSES, train alone has all 24 tokens, but a trial on its first molecules may not."""
+    given: on MOSES, train alone has all 24 tokens, but a trial on its first molecules may not.
+
+    ``condition``: a property name (``conditions.PROPERTIES``): each row starts with its value's
+    token, the tokens fitted to the training molecules' values (``n_jobs`` processes compute them)."""
     from lucidlm.data.rows import pad_rows, write_rows_dataset
 
     train = list(train)
@@ -113,8 +148,14 @@ def prepare_smiles(out_dir: str | os.PathLike, train: Sequence[str], *, val: Seq
         raise ValueError(f"{out_dir} already exists; pass overwrite=True (--overwrite) to replace it")
     if tokenizer is None:
         tokenizer = build_tokenizer([*train, *(val or ()), *(s for mols in (extra or {}).values() for s in mols)])
+    prefixes = {}  # split -> one condition id per molecule
+    if condition is not None:
+        tokenizer, prefixes, fitted = _condition_prefixes(tokenizer, condition, {"train": train, "val": val, **(extra or {})},
+                                                          n_jobs=n_jobs, progress=progress)
+        info = {**(info or {}), "condition": fitted}
     # encode before holding val out, so that an error counts the bad molecules of the whole file
-    encoded = {"train": encode_molecules(tokenizer, train, where="the training molecules", progress=progress)}
+    encoded = {"train": encode_molecules(tokenizer, train, where="the training molecules", progress=progress,
+                                         prefixes=prefixes.get("train"))}
     held_out = val is None
     if held_out:
         if not 0 < val_size < len(train):
@@ -127,14 +168,17 @@ def prepare_smiles(out_dir: str | os.PathLike, train: Sequence[str], *, val: Seq
         encoded["train"] = [r for r, h in zip(rows, held) if not h]
         encoded["val"] = [r for r, h in zip(rows, held) if h]
     else:
-        encoded["val"] = encode_molecules(tokenizer, val, where="the validation molecules", progress=progress)
+        encoded["val"] = encode_molecules(tokenizer, val, where="the validation molecules", progress=progress,
+                                          prefixes=prefixes.get("val"))
     for name, mols in (extra or {}).items():
-        encoded[name] = encode_molecules(tokenizer, mols, where=f"the {name} split", progress=progress)
+        encoded[name] = encode_molecules(tokenizer, mols, where=f"the {name} split", progress=progress,
+                                         prefixes=prefixes.get(name))
     row_length = max(len(ids) for rows in encoded.values() for ids in rows)
     arrays = {name: pad_rows(rows, tokenizer.pad_id, row_length) for name, rows in encoded.items()}
-    lengths = np.array([len(ids) - 2 for ids in encoded["train"]])
+    framing = 2 + (condition is not None)  # <bos>, <eos> and the condition token
+    lengths = np.array([len(ids) - framing for ids in encoded["train"]])
     info = {"molecules": {name: len(rows) for name, rows in encoded.items()},
-            "tokens_per_molecule": {"max": int(max(len(ids) - 2 for rows in encoded.values() for ids in rows)),
+            "tokens_per_molecule": {"max": int(max(len(ids) - framing for rows in encoded.values() for ids in rows)),
                                     "mean_train": round(float(lengths.mean()), 2)},
             "val_from_train": {"size": len(encoded["val"]), "seed": seed} if held_out else None,
             **(info or {})}
@@ -142,15 +186,30 @@ def prepare_smiles(out_dir: str | os.PathLike, train: Sequence[str], *, val: Seq
 
 
 def prepare_moses(out_dir: str | os.PathLike, *, val_size: int = DEFAULT_VAL_SIZE, seed: int = 0,
-                  limit: int | None = None, overwrite: bool = False, progress: bool = True) -> dict:
+                  limit: int | None = None, condition: str | None = None, subset: int | None = None,
+                  n_jobs: int = 2, overwrite: bool = False, progress: bool = True) -> dict:
     """The MOSES benchmark's splits as a training dataset in ``out_dir`` (a minute or two: 1.9M
-    molecules to tokenize). ``limit``: only the first ``limit`` molecules of each split (a trial)."""
+    molecules to tokenize). ``limit``: only the first ``limit`` molecules of each split (a trial).
+
+    ``condition``: a property to condition on (see the module docstring); then only train is
+    read, and ``subset`` (default 300,000) of its molecules, chosen at random (seeded), are used."""
     from lucidlm.assets import asset_path
 
-    smiles = {name: read_smiles(asset_path("moses", name), limit=limit) for name in MOSES_SPLITS}
-    if limit is not None:  # a trial on a few molecules: hold out a tenth of them at most
+    if condition is None:
+        if subset is not None:
+            raise ValueError("subset goes with condition (the unconditional dataset is the whole of MOSES train)")
+        smiles = {name: read_smiles(asset_path("moses", name), limit=limit) for name in MOSES_SPLITS}
+    else:
+        train = read_smiles(asset_path("moses", "train"), limit=limit)
+        subset = min(DEFAULT_CONDITION_SUBSET if subset is None else subset, len(train))
+        if subset < 2:
+            raise ValueError(f"subset={subset}: at least 2 molecules (one to train on, one to validate)")
+        chosen = np.sort(np.random.default_rng(seed).choice(len(train), size=subset, replace=False))
+        smiles = {"train": [train[i] for i in chosen]}
+    if limit is not None or condition is not None:  # a few molecules: hold out a tenth of them at most
         val_size = min(val_size, max(1, len(smiles["train"]) // 10))
-    return prepare_smiles(out_dir, smiles["train"], val_size=val_size,
-                          seed=seed, extra={"test": smiles["test"], "test_scaffolds": smiles["test_scaffolds"]},
-                          info={"source": "moses asset (molsets==0.3.1)", "limit": limit},
+    return prepare_smiles(out_dir, smiles["train"], val_size=val_size, seed=seed,
+                          extra={name: smiles[name] for name in ("test", "test_scaffolds") if name in smiles},
+                          condition=condition, n_jobs=n_jobs,
+                          info={"source": "moses asset (molsets==0.3.1)", "limit": limit, "subset": subset},
                           overwrite=overwrite, progress=progress)

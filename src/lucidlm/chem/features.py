@@ -244,8 +244,9 @@ def _canonical_chunk(chunk: list[str]) -> list[str | None]:
 
 def map_molecules(fn, smiles: Sequence[str], *, n_jobs: int = 1, progress: bool = True, desc: str = "molecules",
                   filters: Filters | None = None) -> list:
-    """``[fn-of-each(s) for s in smiles]`` where ``fn`` is ``"describe"`` or ``"canonical"``, in
-    ``n_jobs`` processes, in order, with a progress bar on stderr (hidden when stderr is no tty).
+    """``[fn-of-each(s) for s in smiles]`` where ``fn`` is ``"describe"`` or ``"canonical"`` (or a
+    picklable function of a list of SMILES that returns a list as long), in ``n_jobs`` processes,
+    in order, with a progress bar on stderr (hidden when stderr is no tty).
 
     Chunks of ``CHUNK`` molecules go to the workers, so a worker's start-up and each message's
     cost are shared by many molecules. Worker processes are forked where the OS can (they start at
@@ -255,7 +256,7 @@ def map_molecules(fn, smiles: Sequence[str], *, n_jobs: int = 1, progress: bool 
 
     if n_jobs < 1:
         raise ValueError(f"n_jobs must be >= 1, got {n_jobs}")
-    work = {"describe": _describe_chunk, "canonical": _canonical_chunk}[fn]
+    work = fn if callable(fn) else {"describe": _describe_chunk, "canonical": _canonical_chunk}[fn]
     chunks = [list(smiles[i:i + CHUNK]) for i in range(0, len(smiles), CHUNK)]
     out: list = []
     with tqdm(total=len(smiles), desc=desc, unit="mol", disable=None if progress else True, leave=False,

@@ -8,6 +8,8 @@
 
 The model is never told how a molecule begins (the tutorial this follows seeds every sample
 with "C"), so the first atom is drawn from what the model learned, as every later token is.
+A model trained with a condition (``conditions.py``: ``<logP=2> <bos> SMILES <eos>``) is asked
+for a property by a ``prefix`` of ids put before ``<bos>``: rows then start ``[*prefix, <bos>]``.
 A row that reaches ``max_tokens`` without ``<eos>`` is kept as written (``ended == "length"``),
 and so is an empty one (``<eos>`` first) or one holding a special token in the middle (decoded
 as "<pad>", "<bos>", ... so RDKit rejects it): the metrics count them invalid, nothing is dropped.
@@ -95,16 +97,19 @@ def draw(x: torch.Tensor, params: SamplingParams, generator: torch.Generator) ->
 
 @torch.inference_mode()
 def _sample_batch(model, bos: int, eos: int, B: int, max_tokens: int, params: SamplingParams,
-                  generator: torch.Generator) -> tuple[list[list[int]], list[bool], list[float]]:
-    """B rows from ``<bos>``: (their tokens, whether each ended at ``<eos>``, their log-probabilities).
+                  generator: torch.Generator, prefix: Sequence[int] = ()
+                  ) -> tuple[list[list[int]], list[bool], list[float]]:
+    """B rows from ``[*prefix, <bos>]``: (their tokens after ``<bos>``, whether each ended at
+    ``<eos>``, their log-probabilities).
 
     Once half the rows in the cache have written ``<eos>``, they leave it (``_keep_rows``), so a
     few long or never-ending rows do not keep the whole batch running: a row costs its own length.
     b below is the number of rows still in the cache; ``rows`` maps them to the batch's rows."""
     device = next(model.parameters()).device
     penalties = params.repetition_penalty != 1 or params.frequency_penalty or params.presence_penalty
-    cache = model.new_cache(B, 1 + max_tokens)
-    new = torch.full((B, 1), bos, dtype=torch.long, device=device)  # (b, 1) every row starts at <bos>
+    cache = model.new_cache(B, len(prefix) + 1 + max_tokens)
+    start = torch.tensor([*prefix, bos], dtype=torch.long, device=device)
+    new = start.expand(B, -1).contiguous()  # (b, P + 1) every row starts at [*prefix, <bos>]
     rows = torch.arange(B, device=device)  # (b,) the batch row of each cache row
     done = torch.zeros(B, dtype=torch.bool, device=device)  # (b,)
     tokens = torch.full((B, max_tokens), eos, dtype=torch.long, device=device)  # (B, max_tokens)
@@ -142,11 +147,12 @@ def _keep_rows(cache: KVCache, keep: torch.Tensor) -> KVCache:
 
 
 def sample_molecules(model, tokenizer, n: int, *, params: SamplingParams | None = None, batch_size: int = DEFAULT_BATCH,
-                     max_tokens: int | None = None, progress: bool = True) -> list[Molecule]:
+                     max_tokens: int | None = None, prefix: Sequence[int] = (), progress: bool = True) -> list[Molecule]:
     """``n`` molecules from ``model`` (a DecoderLM trained on rows of ``<bos> SMILES <eos>``),
     in batches of ``batch_size``, with ``params`` (temperature, top-k, top-p, min-p, seed;
     the default samples the model's own distribution, as MOSES samples its models).
-    ``max_tokens``: the longest generation (default: the model's context less the ``<bos>``)."""
+    ``max_tokens``: the longest generation (default: the model's context less the ``<bos>``).
+    ``prefix``: ids before ``<bos>``, e.g. a condition token (``conditions.condition_prefix``)."""
     from tqdm.auto import tqdm
 
     params = params or SamplingParams()
@@ -158,11 +164,14 @@ def sample_molecules(model, tokenizer, n: int, *, params: SamplingParams | None 
     if bos is None or eos is None:
         raise ValueError(f"{type(tokenizer).__name__} has no <bos>/<eos> token; molecules are sampled from <bos> to "
                          "<eos> (a SmilesTokenizer saved by `lucidlm chem prepare` has both)")
-    context = model.cfg.max_seq_len
+    prefix = [int(i) for i in prefix]
+    if any(not 0 <= i < model.cfg.vocab_size for i in prefix):
+        raise ValueError(f"prefix {prefix} holds an id outside the model's vocabulary of {model.cfg.vocab_size}")
+    context = model.cfg.max_seq_len - len(prefix)  # what is left for <bos> and the molecule
     max_tokens = context - 1 if max_tokens is None else max_tokens
     if not 1 <= max_tokens <= context - 1:
-        raise ValueError(f"max_tokens={max_tokens}: the model's context of {context} holds <bos> and at most "
-                         f"{context - 1} generated tokens")
+        raise ValueError(f"max_tokens={max_tokens}: the model's context of {model.cfg.max_seq_len} holds "
+                         f"{len(prefix)} prefix ids, <bos> and at most {context - 1} generated tokens")
     was_training = model.training
     model.eval()
     generator = make_generator(params.seed, next(model.parameters()).device)
@@ -171,7 +180,7 @@ def sample_molecules(model, tokenizer, n: int, *, params: SamplingParams | None 
         with tqdm(total=n, desc="sampling", unit=" mol", disable=not progress) as bar:
             while len(out) < n:
                 B = min(batch_size, n - len(out))
-                rows, ended, logprobs = _sample_batch(model, bos, eos, B, max_tokens, params, generator)
+                rows, ended, logprobs = _sample_batch(model, bos, eos, B, max_tokens, params, generator, prefix)
                 for ids, at_eos, lp in zip(rows, ended, logprobs):
                     body = ids[:-1] if at_eos else ids
                     smiles = tokenizer.decode(body, skip_special_tokens=False)  # a stray special shows as "<pad>"

@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from lucidlm.cli.args import positive_int
 from lucidlm.cli.train import _collect_overrides
 
+CONDITIONS = ("logP", "QED", "SAS", "TPSA")  # chem.conditions.PROPERTIES (not imported: the parser stays light)
+
 
 def _say(text: str) -> None:
     print(f"lucidlm: {text}", file=sys.stderr, flush=True)
@@ -32,7 +34,10 @@ def cmd_prepare(args) -> int:
         if args.val or args.tokenizer:
             raise ValueError("--val and --tokenizer go with --train FILE (your own molecules); without --train the "
                              "MOSES splits are prepared")
+        if args.subset is not None and args.condition is None:
+            raise ValueError("--subset goes with --condition (an unconditional dataset is the whole of MOSES train)")
         meta = prepare_moses(args.out, val_size=args.val_size, seed=args.seed, limit=args.limit,
+                             condition=args.condition, subset=args.subset, n_jobs=args.n_jobs,
                              overwrite=args.overwrite, progress=progress)
     else:
         tokenizer = None
@@ -44,14 +49,22 @@ def cmd_prepare(args) -> int:
         if not train:
             raise ValueError(f"{args.train} holds no molecules")
         val = read_smiles(args.val, limit=args.limit) if args.val else None
+        if args.subset is not None:
+            raise ValueError("--subset picks molecules of MOSES train; with --train FILE, give the file you want")
         meta = prepare_smiles(args.out, train, val=val, val_size=args.val_size, seed=args.seed, tokenizer=tokenizer,
-                              info={"source": str(args.train)}, overwrite=args.overwrite, progress=progress)
+                              condition=args.condition, n_jobs=args.n_jobs, info={"source": str(args.train)},
+                              overwrite=args.overwrite, progress=progress)
     if args.json:
         print(json.dumps(meta, ensure_ascii=False))
         return 0
     counts = ", ".join(f"{name} {n:,}" for name, n in meta["molecules"].items())
-    print(f"wrote {args.out}: {counts} molecules as rows of {meta['row_length']} tokens (<bos> SMILES <eos>, the "
-          f"longest {meta['tokens_per_molecule']['max']} + 2); vocabulary {meta['vocab_size']} tokens")
+    cond = meta.get("condition")
+    frame = f"<{cond['name']}=...> <bos> SMILES <eos>" if cond else "<bos> SMILES <eos>"
+    print(f"wrote {args.out}: {counts} molecules as rows of {meta['row_length']} tokens ({frame}, the "
+          f"longest {meta['tokens_per_molecule']['max']} + {2 + bool(cond)}); vocabulary {meta['vocab_size']} tokens")
+    if cond:
+        print(f"condition {cond['name']}: {cond['tokens']} tokens from {cond['lo']:g} to {cond['hi']:g} in steps of "
+              f"{cond['step']:g} (train mean {cond['train_mean']:g}, sd {cond['train_sd']:g})")
     return 0
 
 
@@ -84,8 +97,14 @@ def cmd_sample(args) -> int:
     if not args.out.lower().endswith((".smi", ".txt", ".csv", ".csv.gz", ".smi.gz")):
         raise ValueError(f"--out {args.out}: write .smi (one SMILES per line) or .csv")
     model, tokenizer = load_molecule_model(args.checkpoint, device=args.device)
+    prefix: list[int] = []
+    if args.condition:
+        from lucidlm.chem.conditions import condition_prefix
+
+        prefix, value = condition_prefix(tokenizer, args.condition)
+        _say(f"asking for {tokenizer.tokens[prefix[0]]} (the model's nearest condition to {args.condition})")
     molecules = sample_molecules(model, tokenizer, args.n, params=params, batch_size=args.batch_size,
-                                 max_tokens=args.max_tokens, progress=not args.no_progress)
+                                 max_tokens=args.max_tokens, prefix=prefix, progress=not args.no_progress)
     columns = {"tokens": [len(m.token_ids) - (m.ended == "eos") for m in molecules],
                "ended": [m.ended for m in molecules], "logprob": [round(m.logprob, 4) for m in molecules]}
     write_samples(args.out, [m.smiles for m in molecules], columns)
@@ -110,9 +129,15 @@ def cmd_eval(args) -> int:
     samples = read_samples(args.samples)  # bad input fails here, before RDKit is needed
     _say(samples.report())
     with _chem_extra():
-        from lucidlm.chem.metrics import moses_metrics
+        if args.target:
+            from lucidlm.chem.conditions import conditioned_metrics
 
-        scores = moses_metrics(samples.smiles, n_jobs=args.n_jobs, progress=not args.no_progress)
+            scores = conditioned_metrics(samples.smiles, args.target, n_jobs=args.n_jobs,
+                                         progress=not args.no_progress)
+        else:
+            from lucidlm.chem.metrics import moses_metrics
+
+            scores = moses_metrics(samples.smiles, n_jobs=args.n_jobs, progress=not args.no_progress)
     if args.out:
         from lucidlm.files.jsonfile import write_json_atomic
 
@@ -163,6 +188,13 @@ def register_cli(subparsers) -> None:
     pr.add_argument("--seed", type=int, default=0, help="which molecules are held out (default: %(default)s)")
     pr.add_argument("--limit", type=positive_int, default=None,
                     help="only the first N molecules of each file (a quick trial)")
+    pr.add_argument("--condition", choices=CONDITIONS, default=None,
+                    help="start each row with the molecule's property as a token (<logP=2.25> <bos> ...), to sample "
+                         "molecules to order with `chem sample --condition logP=2`")
+    pr.add_argument("--subset", type=positive_int, default=None,
+                    help="with --condition: this many MOSES train molecules, at random (default: 300000)")
+    pr.add_argument("--n-jobs", type=positive_int, default=2, help="processes computing --condition's property "
+                                                                   "(default: %(default)s)")
     pr.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     pr.add_argument("--no-progress", action="store_true", help="no progress bar")
     pr.add_argument("--json", action="store_true", help="print meta.json instead of a summary")
@@ -197,6 +229,8 @@ def register_cli(subparsers) -> None:
                                                                         "%(default)s)")
     s.add_argument("--max-tokens", type=positive_int, default=None,
                    help="the longest generation (default: the model's context less <bos>)")
+    s.add_argument("--condition", default=None, metavar="NAME=VALUE",
+                   help="ask a model trained with `chem prepare --condition NAME` for this value, e.g. logP=2")
     s.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the checkpoint loads)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
@@ -208,6 +242,9 @@ def register_cli(subparsers) -> None:
     e.add_argument("samples", help="a .smi (one SMILES per line) or .csv (a SMILES column) of generated molecules")
     e.add_argument("--n-jobs", type=positive_int, default=2, help="processes for the RDKit work (default: "
                                                                    "%(default)s)")
+    e.add_argument("--target", default=None, metavar="NAME=VALUE",
+                   help="molecules asked for a property (chem sample --condition): validity, uniqueness, novelty and "
+                        "the property's mean absolute deviation (MAD) from VALUE, instead of the MOSES set")
     e.add_argument("--out", default=None, metavar="FILE.json", help="also write the scores here")
     e.add_argument("--json", action="store_true", help="print the scores as JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
