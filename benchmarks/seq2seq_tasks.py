@@ -63,12 +63,14 @@ def _keep_loss(line: str, losses: list[float]) -> None:
         losses.append(float(line.split("| loss", 1)[1].split("|", 1)[0]))
 
 
-def run_ln_sweep(task: str, lrs: list[float], steps: int, warmup: int, grad_clip: float, seed: int) -> list[dict]:
+def run_ln_sweep(task: str, lrs: list[float], steps: int, warmup: int, grad_clip: float, seed: int,
+                 layers: int | None = None, norms: tuple[str, ...] = ("pre", "post")) -> list[dict]:
     rows = []
-    for norm in ("pre", "post"):
+    for norm in norms:
         for lr in lrs:
             cfg = config_for(task, norm=norm, lr=lr, warmup_steps=warmup, grad_clip=grad_clip, max_steps=steps,
-                             eval_every=steps, minutes=60, seed=seed, stop_at=1.0)
+                             eval_every=steps, minutes=60, seed=seed, stop_at=1.0,
+                             **({"n_layer": layers} if layers else {}))
             start = time.perf_counter()
             losses: list[float] = []
 
@@ -80,11 +82,12 @@ def run_ln_sweep(task: str, lrs: list[float], steps: int, warmup: int, grad_clip
                    "seconds": round(time.perf_counter() - start, 1)}
             rows.append(row)
             print(f"   {json.dumps(row)}", flush=True)
-    print_table(f"{task}, {steps} steps, warmup {warmup}, grad clip {grad_clip or 'off'}: stable = finite loss and "
+    print_table(f"{task}, {cfg.n_layer} + {cfg.n_layer} layers, {steps} steps, warmup {warmup}, grad clip "
+                f"{grad_clip or 'off'}: stable = finite loss and "
                 "validation exact match >= 0.9", ["norm", "peak lr", "last loss", "valid", "stable"],
                 [[r["norm"], f"{r['lr']:g}", r["last_loss"], r["valid"],
                   "diverged" if r["diverged"] else ("yes" if r["stable"] else "no")] for r in rows])
-    for norm in ("pre", "post"):
+    for norm in norms:
         stable = [r["lr"] for r in rows if r["norm"] == norm and r["stable"]]
         print(f"  largest stable peak lr, {norm}-LN: {max(stable):g}" if stable else
               f"  largest stable peak lr, {norm}-LN: none of {lrs}")
@@ -102,13 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2, 3e-2, 1e-1])
     ap.add_argument("--steps", type=int, default=600, help="steps per sweep run")
     ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--grad-clip", type=float, default=1.0)
+    ap.add_argument("--grad-clip", type=float, default=1.0, help="0: off")
+    ap.add_argument("--layers", type=int, default=None, help="encoder (and decoder) blocks (default: the task's)")
+    ap.add_argument("--norms", nargs="+", default=["pre", "post"], choices=["pre", "post"])
     ap.add_argument("--json", help="also write the rows to this file")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {args.threads} thread(s), {platform.processor() or platform.machine()}")
     if args.ln_sweep:
-        rows = run_ln_sweep(args.sweep_task, args.lrs, args.steps, args.warmup, args.grad_clip, args.seed)
+        rows = run_ln_sweep(args.sweep_task, args.lrs, args.steps, args.warmup, args.grad_clip, args.seed,
+                            args.layers, tuple(args.norms))
     else:
         rows = run_tasks(args.tasks, args.minutes, args.seed)
     if args.json:

@@ -98,12 +98,12 @@ def test_bad_inputs(tmp_path):
 
 def test_save_load_round_trip_and_vocab_listing(tmp_path):
     tok = train_bpe(tiny_shakespeare()[:50_000], 350, special_tokens={"<|endoftext|>": None}, name="shakes")
-    path = tok.save(tmp_path / "shakes.json")
+    path = tok.save(tmp_path / "new" / "dir" / "shakes.json")  # missing directories are made
     loaded = BPETokenizer.load(path)
     assert loaded.merges == tok.merges and loaded.vocab == tok.vocab
     assert loaded.special_tokens == tok.special_tokens and loaded.pattern == tok.pattern
     assert load_tokenizer(path).encode("To be, or not to be") == tok.encode("To be, or not to be")
-    listing = (tmp_path / "shakes.vocab").read_text(encoding="utf-8")
+    listing = (tmp_path / "new" / "dir" / "shakes.vocab").read_text(encoding="utf-8")
     assert "<|endoftext|>" in listing and "<-" in listing
 
 

@@ -12,6 +12,7 @@ Rows are labelled by the token the decoder *produced* at that step (the query at
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,7 +56,8 @@ def plot_alignment(alignment: Alignment, out: str | os.PathLike, *, heads: bool 
     and one column per head; source on the x axis, output on the y axis, a shared colour scale 0..1."""
     import matplotlib
 
-    matplotlib.use("Agg")  # files only: no display needed
+    if "ipykernel" not in sys.modules:  # files only; in Jupyter, keep the notebook's inline backend
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     w = alignment.weights  # (L, nh, T, S)

@@ -13,6 +13,7 @@ Python: -1 is the last layer. Notation: T tokens, S keys (= T here), C width, nh
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -251,10 +252,13 @@ def logit_lens(model, tokenizer, text: str, top: int = 1) -> list[tuple[int, lis
 # -- attention heatmaps --------------------------------------------------------------------------
 
 def _pyplot():
+    """pyplot on the file-only Agg backend, except inside Jupyter, where switching backends would
+    turn the notebook's inline plots off for the rest of the session."""
     try:
         import matplotlib
 
-        matplotlib.use("Agg")
+        if "ipykernel" not in sys.modules:
+            matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         raise RuntimeError("attention heatmaps need matplotlib: pip install matplotlib") from None
