@@ -16,7 +16,7 @@ TEST_ARGS ?= -n auto --maxprocesses=8 --dist loadfile --durations=15
 # other down and both report wrong timings, so each waits for the lock (flock) before it starts.
 BENCH_LOCK ?= /tmp/lucidlm-bench.lock
 
-.PHONY: demo test test-slow test-all bench bench-long install install-test lint clean chromium
+.PHONY: demo test test-slow test-all bench bench-long install install-test lint clean chromium notebooks notebooks-strip
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,16 @@ bench-long: install-test
 	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
 	@for f in train_shakespeare finetune_lora prompting serve_load; do \
 		echo "== $$f"; flock $(BENCH_LOCK) $(BIN)/python benchmarks/$$f.py || exit 1; done
+
+# The tutorials (one notebook per principle) in JupyterLab, on this machine only (127.0.0.1).
+# Before committing a notebook you ran, make notebooks-strip (the tests refuse stored outputs).
+notebooks: install-test
+	$(BIN)/python -m pip install --quiet -e ".[notebooks]"
+	$(BIN)/lucidlm assets fetch $(TEST_ASSETS) moses
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 notebooks
+
+notebooks-strip:
+	$(BIN)/python scripts/strip_notebooks.py notebooks/*.ipynb
 
 lint: install-test
 	$(BIN)/ruff check src tests benchmarks
