@@ -178,3 +178,18 @@ def test_cli_prepare_and_sample_with_a_condition(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse's own error: usage and the choices, exit status 2
         main(["chem", "prepare", "--out", str(tmp_path / "ds3"), "--condition", "colour"])
     assert exc.value.code == 2 and "invalid choice: 'colour'" in capsys.readouterr().err
+
+
+def test_cli_sample_asks_a_conditioned_model_for_its_condition(tmp_path, capsys):
+    from lucidlm.loading.checkpoint import save_checkpoint
+    from lucidlm.models.config import ModelConfig
+    from lucidlm.models.transformer import build_model
+
+    tok = SmilesTokenizer([*SmilesTokenizer.from_corpus(MOLECULES).tokens, "<TPSA=20>", "<TPSA=24>"])
+    model = build_model(ModelConfig(vocab_size=tok.vocab_size, n_layer=1, n_head=2, n_embd=16, max_seq_len=16))
+    save_checkpoint(model, tmp_path / "ckpt", tokenizer=tok)
+    code = main(["chem", "sample", str(tmp_path / "ckpt"), "-n", "2", "--out", str(tmp_path / "s.smi")])
+    assert code == 2 and "pass --condition TPSA=VALUE (20 to 24)" in capsys.readouterr().err
+    code = main(["chem", "sample", str(tmp_path / "ckpt"), "-n", "2", "--out", str(tmp_path / "s.smi"),
+                 "--condition", "TPSA=24", "--no-progress"])
+    assert code == 0 and len((tmp_path / "s.smi").read_text().splitlines()) == 2

@@ -97,10 +97,15 @@ def cmd_sample(args) -> int:
     if not args.out.lower().endswith((".smi", ".txt", ".csv", ".csv.gz", ".smi.gz")):
         raise ValueError(f"--out {args.out}: write .smi (one SMILES per line) or .csv")
     model, tokenizer = load_molecule_model(args.checkpoint, device=args.device)
-    prefix: list[int] = []
-    if args.condition:
-        from lucidlm.chem.conditions import condition_prefix
+    from lucidlm.chem.conditions import condition_prefix, conditions_of
 
+    prefix: list[int] = []
+    trained_with = conditions_of(tokenizer)
+    if trained_with and not args.condition:  # it never saw a row start at <bos>: its output would mean nothing
+        name, cond = next(iter(trained_with.items()))
+        raise ValueError(f"this model was trained to write molecules to order: pass --condition {name}=VALUE "
+                         f"({cond.lo:g} to {cond.hi:g})")
+    if args.condition:
         prefix, value = condition_prefix(tokenizer, args.condition)
         _say(f"asking for {tokenizer.tokens[prefix[0]]} (the model's nearest condition to {args.condition})")
     molecules = sample_molecules(model, tokenizer, args.n, params=params, batch_size=args.batch_size,
