@@ -32,8 +32,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine_line, pin_to_one_core, print_table  # noqa: E402
 from lucidlm import load_model  # noqa: E402
-from lucidlm import prompting as P  # noqa: E402
 from lucidlm.data.word_problems import word_problems  # noqa: E402
+from lucidlm.generate import prompting as P  # noqa: E402
 
 
 def main() -> None:
