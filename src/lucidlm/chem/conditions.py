@@ -90,6 +90,12 @@ def compute_properties(smiles: Sequence[str], names: Sequence[str], *, n_jobs: i
     return {name: table[:, i] for i, name in enumerate(names)}
 
 
+def _decimals(step: float) -> int:
+    """The step's decimal places (0.25 -> 2, 4.0 -> 0): values are rounded to these, so that
+    0.1 * 3 is 0.3 and the token reads <SAS=0.3>, not <SAS=0.30000000000000004>."""
+    return len(f"{step:g}".partition(".")[2])
+
+
 @dataclass(frozen=True)
 class Condition:
     """A property's tokens: values rounded to ``step``, from ``lo`` to ``hi`` (both multiples of it)."""
@@ -101,9 +107,7 @@ class Condition:
 
     @property
     def decimals(self) -> int:
-        """The step's decimal places (0.25 -> 2, 4.0 -> 0): values are rounded to these, so that
-        0.1 * 3 is 0.3 and the token reads <SAS=0.3>, not <SAS=0.30000000000000004>."""
-        return len(f"{self.step:g}".partition(".")[2])
+        return _decimals(self.step)
 
     def values(self) -> list[float]:
         n = round((self.hi - self.lo) / self.step)
@@ -126,16 +130,15 @@ class Condition:
 def fit_condition(name: str, values: np.ndarray) -> Condition:
     """The tokens of property ``name`` for these training values: the grid of its step from the
     0.5th to the 99.5th percentile (NaNs, from invalid molecules, ignored)."""
-    step = PROPERTIES[name][0] if name in PROPERTIES else None
-    if step is None:
+    if name not in PROPERTIES:
         raise ValueError(f"unknown property {name!r}: choose from {', '.join(PROPERTIES)}")
+    step = PROPERTIES[name][0]
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         raise ValueError(f"no molecule has a {name} value to condition on")
     lo, hi = np.percentile(finite, _EDGE_PERCENTILES)
     lo, hi = math.floor(lo / step) * step, math.ceil(hi / step) * step
-    probe = Condition(name, step, 0.0, 0.0)
-    return Condition(name, step, round(lo, probe.decimals), round(max(hi, lo), probe.decimals))
+    return Condition(name, step, round(lo, _decimals(step)), round(max(hi, lo), _decimals(step)))
 
 
 def conditions_of(tokenizer) -> dict[str, Condition]:
@@ -210,7 +213,8 @@ def conditioned_metrics(smiles: Sequence[str], request: str | tuple[str, float],
     valid = [c for c in canonical if c is not None]
     out: dict[str, float] = {"valid": len(valid) / len(smiles)}
     if not valid:
-        return out | {"unique": math.nan, "novelty": math.nan, "MAD": math.nan, "SD": math.nan, "mean": math.nan}
+        return out | {"unique": math.nan, "novelty": math.nan, f"{name} MAD": math.nan, f"{name} SD": math.nan,
+                      f"{name} mean": math.nan}
     out["unique"] = fraction_unique(valid)
     out["novelty"] = novelty(valid, canonical_train(train, n_jobs=n_jobs, progress=progress))
     report = deviation_report(compute_properties(valid, [name], n_jobs=n_jobs, progress=progress)[name], target)

@@ -106,15 +106,14 @@ def _condition_prefixes(tokenizer, name: str, splits: dict[str, Sequence[str] | 
 
     values = {split: compute_properties(mols, [name], n_jobs=n_jobs, progress=progress)[name]
               for split, mols in splits.items() if mols}
-    bad = int(np.isnan(values["train"]).sum())
-    if bad:
-        first = int(np.flatnonzero(np.isnan(values["train"]))[0])
-        raise ValueError(f"{bad} training molecules have no {name} (RDKit cannot parse them); the first, molecule "
-                         f"{first + 1}: {splits['train'][first]!r}")
+    for split, vals in values.items():  # a molecule without a value has no condition token: refuse it
+        bad = np.flatnonzero(np.isnan(vals))
+        if bad.size:
+            raise ValueError(f"{bad.size} molecules of the {split} split have no {name} (RDKit cannot parse them); "
+                             f"the first, molecule {bad[0] + 1}: {splits[split][bad[0]]!r}")
     cond = fit_condition(name, values["train"])
     tokenizer = SmilesTokenizer([*tokenizer.tokens, *(t for t in cond.tokens() if t not in tokenizer.stoi)])
-    prefixes = {split: [tokenizer.stoi[cond.token(v)] if np.isfinite(v) else tokenizer.unk_id for v in vals]
-                for split, vals in values.items()}
+    prefixes = {split: [tokenizer.stoi[cond.token(v)] for v in vals] for split, vals in values.items()}
     fitted = {"name": name, "step": cond.step, "lo": cond.lo, "hi": cond.hi, "tokens": len(cond.tokens()),
               "train_mean": round(float(values["train"].mean()), 4),
               "train_sd": round(float(values["train"].std()), 4)}
