@@ -29,10 +29,12 @@ def cmd_explore(args: argparse.Namespace) -> int:
 
         first = workspace.model_names[0]
         print(f"lucidlm: loading {first} ...", flush=True)
-        workspace.model(first)  # the first page then draws at once
+        seq2seq = workspace.is_seq2seq(first)
+        workspace.seq2seq(first) if seq2seq else workspace.model(first)  # the first page then draws at once
         app = create_app(workspace)
         host = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"lucidlm: the explorer is at http://{host}:{sock.getsockname()[1]}/  (models: "
+        page = "?panel=alignment" if seq2seq else ""  # an encoder-decoder opens on its own panel
+        print(f"lucidlm: the explorer is at http://{host}:{sock.getsockname()[1]}/{page}  (models: "
               f"{', '.join(workspace.model_names)}); Ctrl-C stops", flush=True)
         uvicorn.Server(uvicorn.Config(app, log_level=args.log_level)).run(sockets=[sock])
     finally:

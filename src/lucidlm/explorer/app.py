@@ -18,6 +18,8 @@
     GET  /api/source                ?file=                           -> one of lucidlm's own source files
     POST /api/embeddings            {sentences}                      -> cosine matrix, PCA map, neighbours
     POST /api/molecules             {model, n, temperature, ...}     -> SMILES sampled, token probabilities, drawings
+    GET  /api/seq2seq/examples      ?model=                          -> a seq2seq model's task and held-out examples
+    POST /api/seq2seq               {model, text, beam}              -> its answer and every block's cross-attention
     GET  /api/runs                                                   -> the training runs found
     GET  /api/runs/metrics          ?run=&since=                     -> a run's metrics records
     GET  /api/runs/checkpoints      ?run=                            -> the steps a run kept (trace one as RUN@STEP)
@@ -46,6 +48,7 @@ from lucidlm.explorer import forward, tokens
 from lucidlm.explorer.embedding_map import sentence_map
 from lucidlm.explorer.molecules import MAX_MOLECULES, check_molecule_model, generate_molecules
 from lucidlm.explorer.python_code import python_for
+from lucidlm.explorer.seq2seq import MAX_SOURCE_CHARS, alignment_json, examples
 from lucidlm.explorer.sources import read_source
 from lucidlm.explorer.workspace import Workspace
 from lucidlm.generate.decode import generate
@@ -111,6 +114,12 @@ class SampleRequest(BaseModel):
     max_tokens: int = Field(60, ge=1, le=400)
     temperature: float = Field(0.8, ge=0, le=2)
     seed: int = 0
+
+
+class Seq2SeqRequest(BaseModel):
+    model: str
+    text: str = Field(max_length=MAX_SOURCE_CHARS)
+    beam: int = Field(1, ge=1, le=8)
 
 
 class MoleculesRequest(BaseModel):
@@ -334,6 +343,21 @@ def create_app(workspace: Workspace) -> FastAPI:
         params = SamplingParams(temperature=body.temperature, top_k=body.top_k, top_p=body.top_p, seed=body.seed)
         with ws.lock:
             return {"model": body.model, **generate_molecules(model, tokenizer, body.n, params)}
+
+    @app.get("/api/seq2seq/examples")
+    def seq2seq_examples(model: str) -> dict:
+        """The task a seq2seq model was trained on, and the first examples of its held-out test set."""
+        _, task, vocab = ws.seq2seq(model)
+        return {"model": model, "task": task.name, "note": task.note, "chars": "".join(vocab.chars),
+                "examples": examples(task)}
+
+    @app.post("/api/seq2seq")
+    def seq2seq(body: Seq2SeqRequest) -> dict:
+        """A seq2seq model's answer to a source text (greedy or beam search) and the cross-attention
+        of every decoder block while it wrote it: (L, nh, T, S), each row summing to 1."""
+        model, task, vocab = ws.seq2seq(body.model)
+        with ws.lock:
+            return {"model": body.model, **alignment_json(model, task, vocab, body.text, beam=body.beam)}
 
     @app.get("/api/runs")
     def runs() -> dict:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-PANELS = ("tokens", "attention", "walkthrough", "next", "intervene", "compare", "embeddings", "runs", "molecules")
+PANELS = ("tokens", "attention", "walkthrough", "next", "intervene", "compare", "embeddings", "runs", "molecules",
+          "alignment")
 
 
 def _number(value, name: str, kind=int):
@@ -203,4 +204,16 @@ def python_for(panel: str, params: dict, resolve=_as_is) -> str:
                 f"molecules = sample_molecules(model, tok, {n}, params=params, batch_size={n}, progress=False)\n"
                 "for m in molecules:\n"
                 "    print('valid  ' if canonical(m.smiles) else 'INVALID', m.smiles)\n")
+    if panel == "alignment":
+        if not params.get("model"):
+            raise ValueError("choose a seq2seq model first")
+        beam = _int(params, "beam", 1)
+        return ("from lucidlm.inspection.seq2seq_attention import cross_attention, plot_alignment\n"
+                "from lucidlm.train.seq2seq import load_seq2seq\n\n"
+                f"model, task, vocab, _ = load_seq2seq({json.dumps(resolve(params['model'])[0])})\n"
+                f"a = cross_attention(model, vocab, {json.dumps(params.get('text') or '')}, beam={beam})\n"
+                "weights = a.weights  # (blocks, heads, output + <eos>, source + <eos>); each row sums to 1\n"
+                "# plot_alignment(a, 'alignment.png')  # the same heatmaps as a PNG\n"
+                "print(a.output)\n"
+                "print(weights.mean(1))  # each block's mean over its heads\n")
     raise ValueError(f"no Python for the {panel!r} panel; it has: {', '.join(PANELS)}")

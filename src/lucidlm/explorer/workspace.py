@@ -19,6 +19,7 @@ from pathlib import Path
 from lucidlm.embeddings.search import embed_corpus
 from lucidlm.embeddings.sentence import load_embedder
 from lucidlm.explorer.forward import TraceRecord, run_trace, trace_id
+from lucidlm.explorer.seq2seq import is_seq2seq_checkpoint
 from lucidlm.explorer.tokens import BlockEncoder, chat_prompt, prompt_ids
 from lucidlm.inspection.walkthrough import model_kind
 from lucidlm.loading.checkpoint import has_lora_adapters
@@ -26,6 +27,7 @@ from lucidlm.loading.load import check_pretrained, load_model, pretrained_models
 from lucidlm.tokenizers import NAMED_TOKENIZERS, SmilesTokenizer, load_tokenizer
 from lucidlm.tokenizers.simple import SMILES_FORMAT
 from lucidlm.train.metrics import METRICS_FILE, read_metrics
+from lucidlm.train.seq2seq import load_seq2seq
 from lucidlm.train.state import kept_steps
 
 DEFAULT_MODELS = ["smollm2-135m-instruct", "all-minilm-l6-v2"]
@@ -67,6 +69,8 @@ class Workspace:
         self.model_names = list(dict.fromkeys(str(m) for m in models))
         # the models given whose tokenizer is a SMILES one (a GPT trained on molecules: the Molecules panel's)
         self._molecule_models = {m for m in self.model_names if _smiles_checkpoint(Path(m).expanduser())}
+        # the encoder-decoders `lucidlm seq2seq train` wrote (the Cross-attention panel's; no other panel reads them)
+        self._seq2seq_models = {m for m in self.model_names if is_seq2seq_checkpoint(Path(m).expanduser())}
         # "NAME (LoRA off)" -> NAME, for every model given that is a LoRA fine-tune's checkpoint
         self._lora_off = {f"{m}{LORA_OFF}": m for m in self.model_names if has_lora_adapters(Path(m).expanduser())}
         self.embed_model = embed_model
@@ -77,6 +81,7 @@ class Workspace:
         self._tokenizer_sources = self._tokenizer_table(list(tokenizers))
         self.run_dirs = self._find_runs([Path(r).expanduser() for r in runs] or [Path("runs")])
         self._models: dict[str, tuple] = {}
+        self._seq2seq: dict[str, tuple] = {}
         self._tokenizers: dict[str, object] = {}
         self._blocks: dict[str, BlockEncoder] = {}  # tokenizer name -> its line-block cache (tokens panel)
         self._traces: OrderedDict[str, TraceRecord] = OrderedDict()
@@ -115,6 +120,9 @@ class Workspace:
     def model(self, name: str):
         """(model, tokenizer) by name (``check_model``), loaded on first use."""
         path = self.check_model(name)
+        if name in self._seq2seq_models:
+            raise ValueError(f"{name} is an encoder-decoder trained on a seq2seq task: open it in the "
+                             "Cross-attention panel (the other panels read decoders and encoders)")
         with self.lock:
             if name not in self._models:
                 model, tokenizer = load_model(path, lora="off" if name in self._lora_off else "merge")
@@ -125,6 +133,22 @@ class Workspace:
                 model_kind(model)  # decoders and encoders only
                 self._models[name] = (model, tokenizer)
             return self._models[name]
+
+    def is_seq2seq(self, name: str) -> bool:
+        """Whether model ``name`` is an encoder-decoder ``lucidlm seq2seq train`` wrote."""
+        return name in self._seq2seq_models
+
+    def seq2seq(self, name: str) -> tuple:
+        """(model, task, vocab) of seq2seq model ``name`` (``lucidlm seq2seq train``'s checkpoint),
+        loaded on first use."""
+        if name not in self._seq2seq_models:
+            known = ", ".join(sorted(self._seq2seq_models)) or "none (start it with --model runs/seq2seq/TASK)"
+            raise LookupError(f"unknown seq2seq model {name!r}; this explorer serves: {known}")
+        with self.lock:
+            if name not in self._seq2seq:
+                model, task, vocab, _ = load_seq2seq(Path(name).expanduser())
+                self._seq2seq[name] = (model.eval(), task, vocab)
+            return self._seq2seq[name]
 
     def _kept_path(self, name: str) -> Path | None:
         run, _, step = name.rpartition("@")
@@ -142,7 +166,8 @@ class Workspace:
         return [{"name": n, "loaded": n in self._models,
                  **({"kind": model_kind(self._models[n][0])} if n in self._models else {}),
                  **({"lora": "off", "base_of": self._lora_off[n]} if n in self._lora_off else {}),
-                 **({"molecules": True} if n in self._molecule_models else {})}
+                 **({"molecules": True} if n in self._molecule_models else {}),
+                 **({"seq2seq": True} if n in self._seq2seq_models else {})}
                 for n in self.served_models()]
 
     # -- tokenizers ----------------------------------------------------------------------------

@@ -13,10 +13,10 @@ import {pythonButton} from "./lib/python.js";
 import * as state from "./lib/state.js";
 
 const PANELS = ["tokens", "attention", "walkthrough", "next", "intervene", "compare", "embeddings", "runs",
-                "molecules"];
+                "molecules", "alignment"];
 const TITLES = {tokens: "Tokens", attention: "Attention", walkthrough: "Walkthrough", next: "Next token",
                 intervene: "Intervene", compare: "Compare", embeddings: "Embeddings", runs: "Training runs",
-                molecules: "Molecules"};
+                molecules: "Molecules", alignment: "Cross-attention"};
 
 let info = null;
 

@@ -275,8 +275,11 @@ export function outline(ctx, x, y, w, hgt) {
  * A head's axes: token labels (or token positions, for long prompts) on both axes, and the axis
  * titles. `g` is the plot box (left, top, width, height, labelLeft, labelBottom); the last T of
  * `labels` label the rows (the queries), the first S the columns (the keys).
+ * `axes` (optional): {rowLabels, rowTitle, colTitle} for a matrix whose rows and columns are
+ * different sequences (cross-attention: the output being written x the source).
  */
-export function drawTokenAxes(ctx, g, labels, T, S, showLabels, height, font) {
+export function drawTokenAxes(ctx, g, labels, T, S, showLabels, height, font, axes = {}) {
+  const rowLabels = axes.rowLabels ?? labels.slice(labels.length - T);
   ctx.font = font;
   ctx.fillStyle = "#1d2230";
   if (showLabels) {
@@ -284,7 +287,7 @@ export function drawTokenAxes(ctx, g, labels, T, S, showLabels, height, font) {
     ctx.textAlign = "right";
     for (let i = 0; i < T; i++) {
       const y = g.top + (cellStart(i, T, g.height) + cellStart(i + 1, T, g.height)) / 2;
-      ctx.fillText(clipText(ctx, labels[labels.length - T + i], g.left - g.labelLeft - 6), g.left - 4, y);
+      ctx.fillText(clipText(ctx, rowLabels[i], g.left - g.labelLeft - 6), g.left - 4, y);
     }
     for (let j = 0; j < S; j++) { // key labels run downwards, under their column
       const x = g.left + (cellStart(j, S, g.width) + cellStart(j + 1, S, g.width)) / 2;
@@ -307,10 +310,12 @@ export function drawTokenAxes(ctx, g, labels, T, S, showLabels, height, font) {
   ctx.fillStyle = "#6b7280";
   ctx.textAlign = "center";
   ctx.textBaseline = "bottom";
-  ctx.fillText(showLabels ? "key token (looked at) →" : "key token position (looked at) →", g.left + g.width / 2, height - 2);
+  const colTitle = axes.colTitle ?? (showLabels ? "key token (looked at) →" : "key token position (looked at) →");
+  const rowTitle = axes.rowTitle ?? (showLabels ? "query token (looking) →" : "query token position (looking) →");
+  ctx.fillText(colTitle, g.left + g.width / 2, height - 2);
   ctx.save(); // read top to bottom, so the arrow points down the rows
   ctx.translate(4, g.top + g.height / 2);
   ctx.rotate(Math.PI / 2);
-  ctx.fillText(showLabels ? "query token (looking) →" : "query token position (looking) →", 0, 0);
+  ctx.fillText(rowTitle, 0, 0);
   ctx.restore();
 }

@@ -16,7 +16,7 @@ import * as state from "./state.js";
  * Returns {run, element}.
  */
 export function promptBar(root, info, onTrace, options = {}) {
-  const models = info.models.map((m) => m.name);
+  const models = info.models.filter((m) => !m.seq2seq).map((m) => m.name); // encoder-decoders: Cross-attention
   const model = h("select", {"aria-label": "model", id: "model"},
     models.map((name) => h("option", {value: name}, name)));
   model.value = models.includes(state.get("model")) ? state.get("model") : models[0];

@@ -48,7 +48,7 @@ export async function mount(root, info) {
     "steps of a training run), or the model with and without an edit, and see where they differ."));
 
   // -- the two columns: model, prompt, edit ----------------------------------------------------------
-  const names = info.models.map((m) => m.name);
+  const names = info.models.filter((m) => !m.seq2seq).map((m) => m.name);
   const sides = {a: column("a"), b: column("b")};
   const runButton = h("button", {class: "primary", id: "cmp-run", onclick: () => compare()}, "Compare");
   const message = h("div", {class: "cmp-message", id: "cmp-message"});
