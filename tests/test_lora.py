@@ -202,3 +202,25 @@ def test_load_adapters_mismatch_errors(tmp_path):
         load_adapters(tiny(), tmp_path / "nothing-here")
     with pytest.raises(ValueError, match="no LoRA adapters to save"):
         save_adapters(tiny(), tmp_path / "b")
+
+
+def test_training_a_model_given_with_adapters_saves_a_loadable_checkpoint(tmp_path):
+    """train(model=apply_lora(...)) with no [lora] table in the config: the run records the
+    model's own LoRA settings, so load_model rebuilds the adapters and gets the trained model back."""
+    from lucidlm.loading.load import load_model
+    from lucidlm.train import TrainConfig, train
+
+    model = apply_lora(tiny(), rank=4, alpha=8, targets=("qkv", "proj"))
+
+    def get_batch(split, n, generator):
+        x = torch.randint(64, (n, 9), generator=generator)  # (n, 9): a random-token "language"
+        return x[:, :-1], x[:, 1:]
+
+    cfg = TrainConfig(out_dir=str(tmp_path / "run"), max_steps=3, batch_size=2, block_size=8, warmup_steps=1,
+                      lr=1e-2, eval_interval=3, eval_iters=1, progress=False)
+    train(cfg, model=model, get_batch=get_batch)
+    model.eval()
+    loaded, _ = load_model(tmp_path / "run" / "last")
+    assert json.loads((tmp_path / "run" / "last" / "train_config.json").read_text())["lora"]["rank"] == 4
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(IDS), model(IDS), atol=1e-5, rtol=0)

@@ -86,6 +86,10 @@ def test_few_shot_renders_to_smollm2_chatml():
     ("answer: 3. Wait, the answer is 4.", "4"),  # the last mark
     ("So 5 + 5 = 10\n#### 10", "10"),  # GSM8K's mark
     ("The answer is -3", "-3"),
+    ("x = -3, so the answer is x", "-3"),
+    ("The score was 19-10", "10"),  # a hyphen between numbers is no minus sign
+    ("Answer: 2020-21 season", "2020"),
+    ("(4)-1 = 3", "3"),
     ("Total: 1,250 coins", "1250"),
     ("It costs 2.50 dollars", "2.5"),
     ("He has 7.0 now", "7"),

@@ -85,7 +85,9 @@ def chain_of_thought(query: str, *, trigger: str = COT_TRIGGER, answer_format: s
 # reading the answer back
 
 
-_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")  # 7, -3, 1,250, 2.5
+# 7, -3, 1,250, 2.5; a "-" right after a letter, digit or ")" is a hyphen or a minus between two
+# numbers ("19-10", "x-3", "(4)-1"), never the sign of the number after it
+_NUMBER = re.compile(r"(?:(?<![\w)])-)?\d[\d,]*(?:\.\d+)?")
 _ANSWER_MARK = re.compile(r"(?:answer\s*(?:is|:)|####)", re.IGNORECASE)
 
 

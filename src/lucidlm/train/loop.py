@@ -23,6 +23,7 @@ that carry no loss. Notation: B batch, T time (block_size), V vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import signal
 import time
@@ -81,6 +82,10 @@ def train(
         raise ValueError(f"task='chat' ({cfg.data}): chat data is read by lucidlm.train.instruct.finetune(cfg), "
                          "which renders the chats with the model's template; call it, or set task='lm' for a "
                          "token dataset directory")
+    lora = getattr(model, "lora_config", None)  # a model given with adapters (nn.lora.apply_lora)
+    if lora is not None and not cfg.lora:
+        # recorded in train_config.json, which load_model needs to rebuild the adapters it saves
+        cfg = cfg.replace(lora=dataclasses.asdict(lora))
     info, device = dist_.setup(cfg.distributed, cfg.device)
     try:
         result = _train(cfg, info=info, device=device, model=model, tokenizer=tokenizer, get_batch=get_batch,

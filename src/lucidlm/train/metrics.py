@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from pathlib import Path
 
 METRICS_FILE = "metrics.jsonl"
@@ -120,7 +121,8 @@ def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -
     """Draw train and val loss against step from ``run_dir/metrics.jsonl`` into ``loss.png``."""
     import matplotlib
 
-    matplotlib.use("Agg")  # files only: no display needed
+    if "ipykernel" not in sys.modules:  # files only; in Jupyter, keep the notebook's inline backend
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     run_dir = Path(run_dir)
