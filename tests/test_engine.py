@@ -15,7 +15,7 @@ import torch
 
 from lucidlm.generate.sampling import SamplingParams, make_generator, sample_token
 from lucidlm.models import ModelConfig, build_model
-from lucidlm.serve.engine import DoneEvent, Engine, ErrorEvent, GenerationRequest, TokenEvent
+from lucidlm.serve.engine import DoneEvent, Engine, ErrorEvent, GenerationRequest, PromptEvent, TokenEvent
 from lucidlm.tokenizers import CharTokenizer
 
 TOK = CharTokenizer(string.printable)
@@ -132,6 +132,40 @@ def test_batched_equals_alone_with_requests_joining_and_leaving(kind, fast):
         assert sink.events[-1].completion_tokens == req.max_tokens
     assert engine.max_active == 3 and engine.active == 0 and engine.steps < sum(r.max_tokens for r in reqs)
     assert engine.prefills < len(reqs)
+
+
+def test_prompt_logprobs_in_a_batch_equal_one_forward_pass_alone():
+    """Prompts scored together with others of different lengths, some already decoding: each one's
+    prompt log-probabilities are those of a plain forward pass over it alone (no cache, no padding),
+    and max_tokens=0 ends the request after scoring without a token."""
+    model = tiny_model()
+    engine = Engine(model, TOK, max_batch=4)
+    texts = ["the quick brown fox", "ab", "jumps over the lazy dog again"]
+    schedule = {0: [request("hello there", 6)],
+                2: [request(texts[0], 0, prompt_logprobs=3), request(texts[1], 2, prompt_logprobs=0),
+                    request(texts[2], 0, prompt_logprobs=1)]}
+    first, *sinks = run_schedule(engine, schedule)
+    assert_same_as_alone(model, schedule[0][0], first)  # the row already decoding is undisturbed
+    for text, sink, k in zip(texts, sinks, (3, 0, 1)):
+        ids = TOK.encode(text)
+        scored = [e for e in sink.events if isinstance(e, PromptEvent)]
+        assert len(scored) == 1 and sink.events[0] is scored[0]
+        with torch.inference_mode():
+            logp = torch.log_softmax(model(torch.tensor([ids]))[0].float(), dim=-1)  # (T, V)
+        want = [logp[t - 1, ids[t]].item() for t in range(1, len(ids))]
+        assert scored[0].token_logprobs[0] is None and scored[0].top_logprobs[0] is None
+        assert list(scored[0].token_logprobs[1:]) == pytest.approx(want, abs=1e-4)
+        for t in range(1, len(ids)):
+            top = scored[0].top_logprobs[t]
+            assert [i for i, _ in top] == logp[t - 1].topk(k).indices.tolist() if k else top == ()
+        done = sink.events[-1]
+        assert isinstance(done, DoneEvent) and done.prompt_tokens == len(ids)
+    assert sinks[0].ids == [] and sinks[0].events[-1].completion_tokens == 0
+    assert len(sinks[1].ids) == 2  # scored, then generated as usual
+    with pytest.raises(ValueError, match="max_tokens=0 generates nothing"):
+        GenerationRequest((1, 2), 0)
+    with pytest.raises(ValueError, match="max_tokens must be an int >= 0"):
+        GenerationRequest((1, 2), -1, prompt_logprobs=0)
 
 
 def test_compaction_when_the_shared_length_reaches_the_context():

@@ -164,6 +164,79 @@ def test_completion_logprobs(client, model, tokenizer):
         assert top == {tokenizer.decode([int(i)]): pytest.approx(float(v), abs=1e-4) for v, i in zip(values, indices)}
 
 
+@torch.inference_mode()
+def _prompt_scores(model, ids: list[int]) -> torch.Tensor:
+    """log P(token t | tokens before it) for t = 1..len-1, from one plain forward pass (no cache)."""
+    logp = torch.log_softmax(model(torch.tensor([ids]))[0].float(), dim=-1)  # (T, V)
+    return logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])], logp
+
+
+def test_echo_with_logprobs_scores_each_prompt(server, model, tokenizer):
+    """lm-evaluation-harness's log-likelihood request: token-id prompts in a list, echo, logprobs,
+    max_tokens 0. Each choice, in order, holds its prompt's tokens scored by the model: the first
+    null, then log-softmax of a full forward pass at t - 1, picked at token t; the top 2 there."""
+    prompts = [encode_prompt(tokenizer, "The capital of France is Paris"), encode_prompt(tokenizer, "Two plus two")]
+    r = _post(server, "/v1/completions", json={"model": MODEL, "prompt": prompts, "echo": True, "logprobs": 2,
+                                                "max_tokens": 0, "temperature": 0})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert [c["index"] for c in answer["choices"]] == [0, 1]
+    assert answer["usage"] == {"prompt_tokens": sum(map(len, prompts)), "completion_tokens": 0,
+                               "total_tokens": sum(map(len, prompts))}
+    for ids, choice in zip(prompts, answer["choices"]):
+        lp = choice["logprobs"]
+        assert choice["text"] == tokenizer.decode(ids) and choice["finish_reason"] == "length"
+        assert lp["tokens"] == [tokenizer.decode([i]) for i in ids]
+        want, logp = _prompt_scores(model, ids)
+        assert lp["token_logprobs"][0] is None and lp["top_logprobs"][0] is None
+        assert lp["token_logprobs"][1:] == pytest.approx(want.tolist(), abs=1e-4)
+        for t in range(1, len(ids)):
+            values, indices = logp[t - 1].topk(2)
+            assert lp["top_logprobs"][t] == {tokenizer.decode([int(i)]): pytest.approx(float(v), abs=1e-4)
+                                             for v, i in zip(values, indices)}
+        assert lp["text_offset"] == [sum(len(x) for x in lp["tokens"][:t]) for t in range(len(ids))]
+
+
+def test_echo_logprobs_then_generated_tokens_and_several_prompts(server, client, model, tokenizer):
+    prompt = "Once upon a time"
+    ids = encode_prompt(tokenizer, prompt)
+    want, logps = greedy_reference(model, tokenizer, ids, 4)
+    r = client.completions.create(model=MODEL, prompt=prompt, max_tokens=4, temperature=0, echo=True, logprobs=1)
+    lp = r.choices[0].logprobs
+    assert r.choices[0].text == prompt + tokenizer.decode(want)
+    assert len(lp.tokens) == len(ids) + 4 and lp.tokens[len(ids):] == [tokenizer.decode([i]) for i in want]
+    scores, _ = _prompt_scores(model, ids)
+    assert lp.token_logprobs[1:len(ids)] == pytest.approx(scores.tolist(), abs=1e-4)
+    assert lp.token_logprobs[len(ids):] == pytest.approx([float(logps[k][i]) for k, i in enumerate(want)], abs=1e-4)
+    assert lp.text_offset[len(ids)] == len(prompt)  # the completion's tokens count from the end of the echo
+    # streamed: the first chunk is the prompt and its scores
+    chunks = list(client.completions.create(model=MODEL, prompt=prompt, max_tokens=4, temperature=0, echo=True,
+                                            logprobs=1, stream=True))
+    assert chunks[0].choices[0].text == prompt
+    assert chunks[0].choices[0].logprobs.token_logprobs[1:] == pytest.approx(scores.tolist(), abs=1e-4)
+    assert "".join(c.choices[0].text for c in chunks) == r.choices[0].text
+
+    # a list of strings: one choice per prompt, each what that prompt alone gets
+    texts = ["The capital of France is", "Once upon a time", "hi"]
+    many = client.completions.create(model=MODEL, prompt=texts, max_tokens=5, temperature=0)
+    alone = [client.completions.create(model=MODEL, prompt=t, max_tokens=5, temperature=0) for t in texts]
+    assert [c.index for c in many.choices] == [0, 1, 2]
+    assert [c.text for c in many.choices] == [a.choices[0].text for a in alone]
+    assert many.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
+    assert many.usage.completion_tokens == 15
+
+
+def test_n_samples_are_the_seeds_in_turn(client):
+    r = client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=6, n=3, seed=11)
+    assert [c.index for c in r.choices] == [0, 1, 2]
+    singles = [client.completions.create(model=MODEL, prompt="Once upon a time", max_tokens=6, seed=11 + j)
+               for j in range(3)]
+    assert [c.text for c in r.choices] == [s.choices[0].text for s in singles]
+    assert r.usage.prompt_tokens == singles[0].usage.prompt_tokens and r.usage.completion_tokens == 18
+    two = client.completions.create(model=MODEL, prompt=["a", "b"], max_tokens=2, n=2, seed=0)
+    assert [c.index for c in two.choices] == [0, 1, 2, 3]  # prompt 0's samples, then prompt 1's
+
+
 def test_chat_stream_and_logprobs(client, model, tokenizer):
     ids = chat_prompt_ids(tokenizer, MESSAGES)
     want, logps = greedy_reference(model, tokenizer, ids, 10)
@@ -251,7 +324,14 @@ def _post(server, path: str, content: bytes | None = None, **kw):
     (json.dumps({"model": MODEL, "prompt": "word " * 200, "max_tokens": CAP}).encode(), 400, "max_tokens",
      "context_length_exceeded"),
     (json.dumps({"model": MODEL, "prompt": "hi", "max_token": 5}).encode(), 400, "max_token", "unknown_parameter"),
-    (json.dumps({"model": MODEL, "prompt": "hi", "n": 2}).encode(), 400, "n", "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "n": 17}).encode(), 400, "n", "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "max_tokens": 0}).encode(), 400, "max_tokens", "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": ["a", "b"], "stream": True}).encode(), 400, "stream",
+     "unsupported_parameter"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "n": 2, "stream": True}).encode(), 400, "stream",
+     "unsupported_parameter"),
+    (json.dumps({"model": MODEL, "prompt": ["a"] * 65}).encode(), 400, "prompt", "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": [[1, 2], []]}).encode(), 400, "prompt.1", "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": [99999999]}).encode(), 400, "prompt", "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": []}).encode(), 400, "prompt", "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": "hi", "stop": ""}).encode(), 400, "stop", "invalid_value"),

@@ -35,7 +35,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from lucidlm.generate.chat import render_chat
 from lucidlm.generate.decode import encode_prompt
 from lucidlm.generate.sampling import SamplingParams
-from lucidlm.serve.engine import DoneEvent, Engine, ErrorEvent, Event, GenerationRequest, Handle, TokenEvent
+from lucidlm.serve.engine import (
+    DoneEvent,
+    Engine,
+    ErrorEvent,
+    Event,
+    GenerationRequest,
+    Handle,
+    PromptEvent,
+    TokenEvent,
+)
 from lucidlm.serve.errors import APIError, BodySizeLimit, validation_error
 from lucidlm.serve.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 
@@ -129,29 +138,58 @@ def create_app(
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
+        """One choice per prompt (a string, a list of strings, token ids or a list of token-id
+        lists) and per sample (n), in that order. echo with logprobs scores the prompt itself: each
+        prompt token's log-probability given the ones before it (the first one null), as
+        lm-evaluation-harness's log-likelihood tasks ask (max_tokens 0: nothing generated)."""
         state.check_model(body.model)
-        if body.echo and body.logprobs is not None:
-            raise APIError(400, "echo with logprobs is not supported (prompt log probabilities are not computed).",
-                           param="echo", code="unsupported_parameter")
-        if isinstance(body.prompt, list) and body.prompt and isinstance(body.prompt[0], int):
-            ids, prompt_text = list(body.prompt), None
-        else:
-            prompt_text = body.prompt if isinstance(body.prompt, str) else body.prompt[0]
-            ids = state.encode(prompt_text, add_special=True)
-        gen = state.request(body, ids, body.max_tokens, body.logprobs)  # checks the ids too
-        if body.echo and prompt_text is None:
-            prompt_text = tokenizer.decode(list(gen.prompt_ids))
-        handle, events = state.submit(gen)
-        meta = _Meta(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model_name, prompt_text if body.echo else "")
+        scoring = body.echo and body.logprobs is not None
+        if body.max_tokens == 0 and not scoring:
+            raise APIError(400, "max_tokens=0 generates nothing: it is for scoring a prompt, with echo=true and "
+                           "logprobs set.", param="max_tokens", code="invalid_value")
+        prompts = _prompt_list(body.prompt)
+        if body.stream and len(prompts) * body.n > 1:
+            raise APIError(400, "Streaming takes one prompt and n=1 here; send one request per prompt to stream "
+                           "several.", param="stream", code="unsupported_parameter")
+        gens, echoes = [], []
+        for text, ids in prompts:
+            ids = state.encode(text, add_special=True) if ids is None else ids
+            for j in range(body.n):  # n samples: seed, seed + 1, ... when a seed is given
+                seed = None if body.seed is None else body.seed + j
+                gens.append(state.request(body, ids, body.max_tokens, body.logprobs, seed=seed,
+                                          prompt_logprobs=body.logprobs if scoring else None))  # checks the ids too
+                if body.echo:
+                    echoes.append(text if text is not None else tokenizer.decode(list(gens[-1].prompt_ids)))
+                else:
+                    echoes.append("")
+        submitted = []
+        try:
+            for gen in gens:
+                submitted.append(state.submit(gen))
+        except APIError:
+            for handle, _ in submitted:  # a full queue refuses the whole request, not part of it
+                handle.cancel()
+            raise
+        meta = _Meta(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model_name, echoes[0])
         if body.stream:
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            chunks = _stream_completion(state, _events(request, handle, events), meta, body.logprobs, include_usage)
+            handle, events = submitted[0]
+            chunks = _stream_completion(state, _events(request, handle, events), meta, body.logprobs, include_usage,
+                                        gens[0].prompt_ids)
             return StreamingResponse(_cancel_on_close(chunks, handle), media_type="text/event-stream")
-        tokens, text, done = await _gather(_events(request, handle, events))
-        logprobs = _completion_logprobs(state, tokens, len(meta.echo)) if body.logprobs is not None else None
-        choice = {"text": meta.echo + text, "index": 0, "logprobs": logprobs, "finish_reason": done.finish_reason}
+        results = await asyncio.gather(*(_gather(_events(request, h, q)) for h, q in submitted))
+        choices, prompt_tokens, completion_tokens = [], 0, 0
+        for i, (gen, echo, (scored, tokens, text, done)) in enumerate(zip(gens, echoes, results)):
+            logprobs = None
+            if body.logprobs is not None:
+                logprobs = _prompt_logprobs(state, gen.prompt_ids, scored) if scored is not None else _empty_logprobs()
+                _extend(logprobs, _completion_logprobs(state, tokens, len(echo)))
+            choices.append({"text": echo + text, "index": i, "logprobs": logprobs, "finish_reason": done.finish_reason})
+            prompt_tokens += done.prompt_tokens if i % body.n == 0 else 0  # each prompt counted once
+            completion_tokens += done.completion_tokens
         return {"id": meta.id, "object": "text_completion", "created": meta.created, "model": model_name,
-                "choices": [choice], "usage": _usage(done)}
+                "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                                              "total_tokens": prompt_tokens + completion_tokens}}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
@@ -179,7 +217,7 @@ def create_app(
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
             chunks = _stream_chat(state, _events(request, handle, events), meta, top is not None, include_usage)
             return StreamingResponse(_cancel_on_close(chunks, handle), media_type="text/event-stream")
-        tokens, text, done = await _gather(_events(request, handle, events))
+        _, tokens, text, done = await _gather(_events(request, handle, events))
         choice = {"index": 0, "message": {"role": "assistant", "content": text},
                   "logprobs": {"content": [state.chat_logprob(t) for t in tokens]} if top is not None else None,
                   "finish_reason": done.finish_reason}
@@ -249,8 +287,10 @@ class _State:
         except ValueError as exc:
             raise APIError(400, f"Could not tokenize the prompt: {exc}", param="prompt") from None
 
-    def request(self, body, ids: list[int], max_tokens: int | None, logprobs: int | None) -> GenerationRequest:
-        """Check the limits and build the engine's request (OpenAI's messages and codes)."""
+    def request(self, body, ids: list[int], max_tokens: int | None, logprobs: int | None, *,
+                seed: int | None = None, prompt_logprobs: int | None = None) -> GenerationRequest:
+        """Check the limits and build the engine's request (OpenAI's messages and codes); ``seed``
+        replaces the body's (one per sample when n > 1)."""
         context = self.engine.max_context
         V = self.engine.model.cfg.vocab_size
         if not ids:
@@ -276,13 +316,15 @@ class _State:
             raise APIError(400, "Stop strings must not be empty.", param="stop", code="invalid_value")
         # every SamplingParams field is a request field; one the request leaves out (None) keeps the default
         given = {f.name: getattr(body, f.name) for f in fields(SamplingParams)}
+        if seed is not None:
+            given["seed"] = seed
         try:
             params = replace(self.sampling_defaults, **{k: v for k, v in given.items() if v is not None})
         except ValueError as exc:
             raise APIError(400, str(exc), code="invalid_value") from None
         stop_ids = frozenset() if body.ignore_eos else self.stop_ids
         return GenerationRequest(tuple(ids), max_tokens, params, stop=stop, stop_ids=stop_ids,
-                                 logprobs=logprobs, timeout_s=self.timeout_s)
+                                 logprobs=logprobs, timeout_s=self.timeout_s, prompt_logprobs=prompt_logprobs)
 
     def submit(self, gen: GenerationRequest) -> tuple[Handle, asyncio.Queue]:
         """Queue a request; its events arrive on an asyncio queue of the calling event loop."""
@@ -349,6 +391,38 @@ def _usage(done: DoneEvent) -> dict:
             "total_tokens": done.prompt_tokens + done.completion_tokens}
 
 
+def _prompt_list(prompt) -> list[tuple[str | None, list[int] | None]]:
+    """The request's prompts as (text, None) or (None, ids): a string, a list of strings, a list
+    of token ids (one prompt) or a list of token-id lists."""
+    if isinstance(prompt, str):
+        return [(prompt, None)]
+    if prompt and all(isinstance(x, int) for x in prompt):
+        return [(None, list(prompt))]
+    return [(x, None) if isinstance(x, str) else (None, list(x)) for x in prompt]
+
+
+def _empty_logprobs() -> dict:
+    return {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+
+
+def _extend(into: dict, more: dict) -> None:
+    for key in into:
+        into[key].extend(more[key])
+
+
+def _prompt_logprobs(state: _State, ids, event: PromptEvent) -> dict:
+    """The prompt's tokens in the legacy shape: their log-probabilities (the first null: nothing
+    predicts it), the top alternatives at each ({token: logprob}, null for the first), offsets."""
+    out, offset = _empty_logprobs(), 0
+    for token_id, lp, top in zip(ids, event.token_logprobs, event.top_logprobs):
+        out["tokens"].append(state.token_text(token_id))
+        out["token_logprobs"].append(lp)
+        out["top_logprobs"].append(None if top is None else {state.token_text(i): v for i, v in top})
+        out["text_offset"].append(offset)
+        offset += len(out["tokens"][-1])
+    return out
+
+
 def _completion_logprobs(state: _State, tokens: list[TokenEvent], offset: int) -> dict:
     """The legacy completions shape: parallel lists, top alternatives as {token: logprob}."""
     out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
@@ -375,7 +449,7 @@ async def _events(request: Request, handle: Handle, events: asyncio.Queue) -> As
                     return
                 continue
             yield event
-            if not isinstance(event, TokenEvent):
+            if not isinstance(event, (TokenEvent, PromptEvent)):
                 return
     finally:
         handle.cancel()
@@ -387,15 +461,17 @@ def _error_of(event: ErrorEvent) -> APIError:
     return APIError(500, event.message, type="server_error", code="server_error")
 
 
-async def _gather(events: AsyncIterator[Event]) -> tuple[list[TokenEvent], str, DoneEvent]:
-    tokens, text = [], []
+async def _gather(events: AsyncIterator[Event]) -> tuple[PromptEvent | None, list[TokenEvent], str, DoneEvent]:
+    scored, tokens, text = None, [], []
     async for event in events:
-        if isinstance(event, TokenEvent):
+        if isinstance(event, PromptEvent):
+            scored = event
+        elif isinstance(event, TokenEvent):
             tokens.append(event)
             text.append(event.text)
         elif isinstance(event, DoneEvent):
             text.append(event.text)
-            return tokens, "".join(text), event
+            return scored, tokens, "".join(text), event
         else:
             raise _error_of(event)
     raise APIError(499, "client closed the request", code="client_closed")  # only reached on disconnect
@@ -416,17 +492,19 @@ def _sse(obj) -> str:
 
 
 async def _stream_completion(state: _State, events: AsyncIterator[Event], meta: _Meta, logprobs: int | None,
-                             include_usage: bool) -> AsyncIterator[str]:
+                             include_usage: bool, prompt_ids) -> AsyncIterator[str]:
     def chunk(text: str, lp, finish: str | None) -> str:
         choice = {"text": text, "index": 0, "logprobs": lp, "finish_reason": finish}
         return _sse({"id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
                      "choices": [choice]})
 
     offset = len(meta.echo)
-    if meta.echo:
+    if meta.echo and logprobs is None:
         yield chunk(meta.echo, None, None)
     async for event in events:
-        if isinstance(event, TokenEvent):
+        if isinstance(event, PromptEvent):  # echo with logprobs: the prompt and its scores come first
+            yield chunk(meta.echo, _prompt_logprobs(state, prompt_ids, event), None)
+        elif isinstance(event, TokenEvent):
             if event.text or logprobs is not None:
                 lp = _completion_logprobs(state, [event], offset) if logprobs is not None else None
                 offset += len(state.token_text(event.token_id))

@@ -56,7 +56,10 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class GenerationRequest:
     """One prompt to continue. ``logprobs``: None for none, k >= 0 for the chosen token's log
-    probability plus the k most likely alternatives (from the model's raw distribution)."""
+    probability plus the k most likely alternatives (from the model's raw distribution).
+    ``prompt_logprobs``: the same for every prompt token after the first (one ``PromptEvent``
+    before any token; what a client scoring text asks for, e.g. lm-evaluation-harness's
+    log-likelihood tasks). ``max_tokens`` may then be 0: score the prompt, generate nothing."""
 
     prompt_ids: tuple[int, ...]
     max_tokens: int
@@ -65,17 +68,23 @@ class GenerationRequest:
     stop_ids: frozenset[int] = frozenset()  # e.g. the end-of-sequence token (not included either)
     logprobs: int | None = None
     timeout_s: float | None = None  # wall-clock budget from submission; None = no limit
+    prompt_logprobs: int | None = None
 
     def __post_init__(self) -> None:
         if not self.prompt_ids:
             raise ValueError("prompt_ids is empty: a prompt needs at least one token")
-        if self.logprobs is not None and self.logprobs < 0:
-            raise ValueError(f"logprobs must be None or >= 0, got {self.logprobs}")
+        for name in ("logprobs", "prompt_logprobs"):
+            if getattr(self, name) is not None and getattr(self, name) < 0:
+                raise ValueError(f"{name} must be None or >= 0, got {getattr(self, name)}")
+        if not isinstance(self.max_tokens, int) or isinstance(self.max_tokens, bool) or self.max_tokens < 0:
+            raise ValueError(f"max_tokens must be an int >= 0, got {self.max_tokens!r}")
+        if self.max_tokens == 0 and self.prompt_logprobs is None:
+            raise ValueError("max_tokens=0 generates nothing: it is for scoring a prompt (prompt_logprobs)")
         self.sequence_options()  # checks max_tokens, params and the stop strings
 
     def sequence_options(self, vocab_limit: int | None = None) -> SequenceOptions:
         """The per-sequence settings, as ``lucidlm.generate`` spells them (the same code runs both)."""
-        return SequenceOptions(max_tokens=self.max_tokens, params=self.params, stop=tuple(self.stop),
+        return SequenceOptions(max_tokens=max(self.max_tokens, 1), params=self.params, stop=tuple(self.stop),
                                stop_ids=frozenset(self.stop_ids), logprobs=self.logprobs or 0,
                                token_logprobs=self.logprobs is not None, vocab_limit=vocab_limit)
 
@@ -89,6 +98,15 @@ class TokenEvent:
     text: str
     logprob: float | None = None
     top_logprobs: tuple[tuple[int, float], ...] | None = None
+
+
+@dataclass(frozen=True)
+class PromptEvent:
+    """The log-probability of each prompt token given the tokens before it (None for the first,
+    which nothing predicts), and the ``prompt_logprobs`` most likely tokens at each position."""
+
+    token_logprobs: tuple[float | None, ...]
+    top_logprobs: tuple[tuple[tuple[int, float], ...] | None, ...]
 
 
 @dataclass(frozen=True)
@@ -110,7 +128,7 @@ class ErrorEvent:
     message: str
 
 
-Event = TokenEvent | DoneEvent | ErrorEvent
+Event = PromptEvent | TokenEvent | DoneEvent | ErrorEvent
 
 
 class Handle:
@@ -220,7 +238,7 @@ class Engine:
             while True:
                 event = events.get()
                 yield event
-                if not isinstance(event, TokenEvent):
+                if not isinstance(event, (TokenEvent, PromptEvent)):
                     return
         finally:
             handle.cancel()  # a consumer that stops early frees the row
@@ -316,16 +334,37 @@ class Engine:
             rows_pos.append([0] * (P - p) + list(range(p)))  # each row counts its own tokens from 0
         ids = torch.tensor(rows_ids, device=self._device)  # (n, P)
         positions = torch.tensor(rows_pos, device=self._device)  # (n, P)
+        scoring = any(h.request.prompt_logprobs is not None for h in handles)
         logits = self.model(ids, attention_mask=self._mask[s : s + n, :L], positions=positions,
-                            cache=self._view(s, s + n, L - P), last_only=True)  # (n, 1, V)
+                            cache=self._view(s, s + n, L - P), last_only=not scoring)  # (n, 1 or P, V)
         self.prefills += 1
         for i, (handle, p) in enumerate(zip(handles, lengths)):
             seq = SequenceState(handle.request.prompt_ids, self.tokenizer,
                                 handle.request.sequence_options(self._vocab_limit), device=self._device)
             row = _Row(handle, seq, n_cached=p)
             self._rows.append(row)
-            self._sample(row, logits[i, -1])
+            if handle.request.prompt_logprobs is not None:
+                handle.sink(self._prompt_event(handle.request, logits[i, P - p : P - 1]))  # row i's (p - 1, V)
+            if handle.request.max_tokens == 0:  # scored, nothing to generate: the row leaves at once
+                self._finish(row, DoneEvent("length", "", p, 0))
+            else:
+                self._sample(row, logits[i, -1])
         self.max_active = max(self.max_active, len(self._rows))
+
+    def _prompt_event(self, request: GenerationRequest, logits: torch.Tensor) -> PromptEvent:
+        """Prompt token t's log-probability from the logits at t - 1 ((p - 1, V): positions
+        0..p-2 predict tokens 1..p-1), and the ``prompt_logprobs`` most likely tokens there."""
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (p - 1, V)
+        targets = torch.tensor(request.prompt_ids[1:], device=logp.device)  # (p - 1,)
+        chosen = logp.gather(1, targets[:, None])[:, 0].tolist()
+        k = request.prompt_logprobs
+        tops: list = [None]
+        if k:
+            values, indices = logp.topk(min(k, logp.shape[-1]), dim=-1)  # (p - 1, k)
+            tops += [tuple(zip(ix, vx)) for ix, vx in zip(indices.tolist(), values.tolist())]
+        else:
+            tops += [()] * len(chosen)
+        return PromptEvent(tuple([None] + chosen), tuple(tops))
 
     def _step(self) -> None:
         """One token for every active row: (B, 1) ids -> (B, V) logits."""

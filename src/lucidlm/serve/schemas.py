@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+MAX_PROMPTS = 64  # prompts in one /v1/completions request
 Stop = str | Annotated[list[str], Field(max_length=4)] | None
 
 
@@ -49,10 +50,14 @@ class _Sampling(_Strict):
 class CompletionRequest(_Sampling):
     """POST /v1/completions: continue a prompt."""
 
-    prompt: str | Annotated[list[int], Field(min_length=1)] | Annotated[list[str], Field(min_length=1, max_length=1)]
-    max_tokens: int | None = Field(16, ge=1)
+    # a string, a list of strings, token ids, or a list of token-id lists (one choice per prompt)
+    prompt: (str | Annotated[list[int], Field(min_length=1)]
+             | Annotated[list[str], Field(min_length=1, max_length=MAX_PROMPTS)]
+             | Annotated[list[Annotated[list[int], Field(min_length=1)]], Field(min_length=1, max_length=MAX_PROMPTS)])
+    max_tokens: int | None = Field(16, ge=0)  # 0: nothing generated (scoring the prompt: echo + logprobs)
     logprobs: int | None = Field(None, ge=0, le=5)  # the chosen token's + the top-k alternatives'
-    echo: bool = False
+    echo: bool = False  # the prompt back before the completion; with logprobs, its tokens scored
+    n: int = Field(1, ge=1, le=16, description="samples per prompt (seed, seed + 1, ... when a seed is given)")
 
 
 class ContentPart(_Strict):
