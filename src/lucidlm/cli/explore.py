@@ -30,7 +30,10 @@ def cmd_explore(args: argparse.Namespace) -> int:
         first = workspace.model_names[0]
         print(f"lucidlm: loading {first} ...", flush=True)
         seq2seq = workspace.is_seq2seq(first)
-        workspace.seq2seq(first) if seq2seq else workspace.model(first)  # the first page then draws at once
+        if seq2seq:  # loaded now, so the first page draws at once
+            workspace.seq2seq(first)
+        else:
+            workspace.model(first)
         app = create_app(workspace)
         host = f"[{args.host}]" if ":" in args.host else args.host
         page = "?panel=alignment" if seq2seq else ""  # an encoder-decoder opens on its own panel

@@ -46,7 +46,6 @@ def alignment_json(model, task, vocab, text: str, *, beam: int = 1) -> dict:
     if len(text) + 1 > model.cfg.max_seq_len:  # + <eos>
         raise ValueError(f"the source is {len(text)} characters; this model reads at most "
                          f"{model.cfg.max_seq_len - 1} (its max_seq_len is {model.cfg.max_seq_len}, with <eos>)")
-    vocab.encode(text)  # characters outside the task's vocabulary: a clear message, before any work
     if beam not in (1, 2, 4, 8):
         raise ValueError(f"beam={beam}: choose 1 (greedy), 2, 4 or 8")
     a = cross_attention(model, vocab, text, beam=beam)

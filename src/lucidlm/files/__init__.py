@@ -4,4 +4,5 @@
 - ``gguf``: the GGUF container (llama.cpp): metadata and tensor index, read with ``struct``.
 - ``derived_cache``: files derived from a model file (dequantised weights, a built vocab), kept
   beside the asset cache and trusted only while their source is unchanged.
+- ``plotting``: matplotlib's pyplot for PNGs (Agg, except inside Jupyter), imported on first use.
 """

@@ -12,13 +12,13 @@ Rows are labelled by the token the decoder *produced* at that step (the query at
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from lucidlm.data.seq2seq_tasks import BOS, EOS, Vocab
+from lucidlm.files.plotting import pyplot
 from lucidlm.generate.seq2seq_decode import encode_sources, translate
 from lucidlm.inspection.trace import Trace
 
@@ -54,12 +54,7 @@ def plot_alignment(alignment: Alignment, out: str | os.PathLike, *, heads: bool 
                    title: str | None = None) -> Path:
     """A PNG: one panel per decoder block (heads averaged), or with ``heads`` one row per block
     and one column per head; source on the x axis, output on the y axis, a shared colour scale 0..1."""
-    import matplotlib
-
-    if "ipykernel" not in sys.modules:  # files only; in Jupyter, keep the notebook's inline backend
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot("alignment plots")
     w = alignment.weights  # (L, nh, T, S)
     L, nh, T, S = w.shape
     panels = [[w[i, h] for h in range(nh)] for i in range(L)] if heads else [[w[i].mean(0)] for i in range(L)]

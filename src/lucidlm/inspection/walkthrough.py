@@ -13,11 +13,11 @@ Python: -1 is the last layer. Notation: T tokens, S keys (= T here), C width, nh
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import torch
 
+from lucidlm.files.plotting import pyplot
 from lucidlm.models.transformer import DecoderLM, Encoder
 from lucidlm.tokenizers import BPETokenizer, WordPieceTokenizer
 
@@ -251,25 +251,11 @@ def logit_lens(model, tokenizer, text: str, top: int = 1) -> list[tuple[int, lis
 
 # -- attention heatmaps --------------------------------------------------------------------------
 
-def _pyplot():
-    """pyplot on the file-only Agg backend, except inside Jupyter, where switching backends would
-    turn the notebook's inline plots off for the rest of the session."""
-    try:
-        import matplotlib
-
-        if "ipykernel" not in sys.modules:
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise RuntimeError("attention heatmaps need matplotlib: pip install matplotlib") from None
-    return plt
-
-
 def attention_heatmaps(model, tokenizer, text: str, out_dir: str | Path, layers: list[int] | None = None,
                        heads: list[int] | None = None) -> list[Path]:
     """One PNG per layer: the attention weights of each head (query rows, key columns).
     ``layers``, ``heads``: which to draw (default all; negative indices count from the end)."""
-    plt = _pyplot()
+    plt = pyplot("attention heatmaps")
     kind = model_kind(model)
     layers = resolve_indices(layers, len(model.layers), "layer") if layers is not None else range(len(model.layers))
     heads = resolve_indices(heads, model.cfg.n_head, "head") if heads is not None else list(range(model.cfg.n_head))
@@ -294,7 +280,7 @@ def attention_figure(trace, layer: int, heads: list[int], labels: list[str], cau
     import numpy as np
     from matplotlib.patches import Patch
 
-    plt = _pyplot()
+    plt = pyplot("attention heatmaps")
     weights = trace[f"layers.{layer}.attn.weights"][0].float()  # (nh, T, S)
     masked = trace[f"layers.{layer}.attn.scores_masked"][0] == float("-inf")  # (nh, T, S), True = may not look
     T, S = weights.shape[1:]

@@ -188,8 +188,7 @@ def create_app(
             prompt_tokens += done.prompt_tokens if i % body.n == 0 else 0  # each prompt counted once
             completion_tokens += done.completion_tokens
         return {"id": meta.id, "object": "text_completion", "created": meta.created, "model": model_name,
-                "choices": choices, "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                                              "total_tokens": prompt_tokens + completion_tokens}}
+                "choices": choices, "usage": _usage(prompt_tokens, completion_tokens)}
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatCompletionRequest, request: Request):
@@ -222,7 +221,7 @@ def create_app(
                   "logprobs": {"content": [state.chat_logprob(t) for t in tokens]} if top is not None else None,
                   "finish_reason": done.finish_reason}
         return {"id": meta.id, "object": "chat.completion", "created": meta.created, "model": model_name,
-                "choices": [choice], "usage": _usage(done)}
+                "choices": [choice], "usage": _usage(done.prompt_tokens, done.completion_tokens)}
 
     @app.post("/v1/embeddings")
     async def embeddings(body: EmbeddingRequest):
@@ -386,9 +385,9 @@ def _b64(vector: list[float]) -> str:
     return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
 
 
-def _usage(done: DoneEvent) -> dict:
-    return {"prompt_tokens": done.prompt_tokens, "completion_tokens": done.completion_tokens,
-            "total_tokens": done.prompt_tokens + done.completion_tokens}
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict:
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
 
 
 def _prompt_list(prompt) -> list[tuple[str | None, list[int] | None]]:
@@ -425,7 +424,7 @@ def _prompt_logprobs(state: _State, ids, event: PromptEvent) -> dict:
 
 def _completion_logprobs(state: _State, tokens: list[TokenEvent], offset: int) -> dict:
     """The legacy completions shape: parallel lists, top alternatives as {token: logprob}."""
-    out = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
+    out = _empty_logprobs()
     for t in tokens:
         out["tokens"].append(state.token_text(t.token_id))
         out["token_logprobs"].append(t.logprob)
@@ -513,7 +512,8 @@ async def _stream_completion(state: _State, events: AsyncIterator[Event], meta: 
             yield chunk(event.text, None, event.finish_reason)
             if include_usage:
                 yield _sse({"id": meta.id, "object": "text_completion", "created": meta.created,
-                            "model": meta.model, "choices": [], "usage": _usage(event)})
+                            "model": meta.model, "choices": [],
+                            "usage": _usage(event.prompt_tokens, event.completion_tokens)})
             yield "data: [DONE]\n\n"
         else:
             yield _sse(_error_of(event).body())
@@ -536,7 +536,8 @@ async def _stream_chat(state: _State, events: AsyncIterator[Event], meta: _Meta,
             yield chunk({"content": event.text} if event.text else {}, None, event.finish_reason)
             if include_usage:
                 yield _sse({"id": meta.id, "object": "chat.completion.chunk", "created": meta.created,
-                            "model": meta.model, "choices": [], "usage": _usage(event)})
+                            "model": meta.model, "choices": [],
+                            "usage": _usage(event.prompt_tokens, event.completion_tokens)})
             yield "data: [DONE]\n\n"
         else:
             yield _sse(_error_of(event).body())

@@ -12,8 +12,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
+
+from lucidlm.files.plotting import pyplot
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "loss.png"
@@ -119,12 +120,7 @@ class Progress:
 
 def plot_run(run_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     """Draw train and val loss against step from ``run_dir/metrics.jsonl`` into ``loss.png``."""
-    import matplotlib
-
-    if "ipykernel" not in sys.modules:  # files only; in Jupyter, keep the notebook's inline backend
-        matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot("loss plots")
     run_dir = Path(run_dir)
     records = read_metrics(run_dir / METRICS_FILE)
     train = [(r["step"], r["loss"]) for r in records if r.get("split") == "train" and _finite(r.get("loss"))]
