@@ -2,9 +2,12 @@
 
     python benchmarks/moses.py runs/moses_cpu/best                # 3 seeds x 30,000 samples, as MOSES prescribes
     python benchmarks/moses.py runs/moses_cpu/best --seeds 0 -n 10000  # a quicker look (FCD is biased up at small n)
+    python benchmarks/moses.py runs/moses_cpu/best --temperature 0.9 --constrained   # colder, syntax-constrained
 
 For each seed: sample n molecules from ``<bos>`` with the model's own distribution (temperature 1,
-no top-k/top-p: what MOSES does with its models), write them to OUT/samples_seedS.smi, score them
+no top-k/top-p: what MOSES does with its models; ``--temperature`` and ``--constrained``, the
+syntax-constrained sampler of ``lucidlm.chem.syntax``, change that and go to OUT/T0.9_constrained/
+and the like), write them to OUT/samples_seedS.smi, score them
 with ``lucidlm.chem.metrics.moses_metrics`` (checked equal to MOSES's own code in
 tests/test_chem_metrics.py) into OUT/metrics_seedS.json. A seed whose metrics file exists is
 read, not recomputed, so an interrupted run continues. Then the table: mean +- sd over the seeds
@@ -48,7 +51,8 @@ ANCHORS = {
 GOALS = [("valid", 0.95, True), ("unique@10000", 0.999, True), ("Novelty", 0.80, True), ("FCD/Test", 0.5, False)]
 
 
-def score_seed(model, tokenizer, seed: int, n: int, out: Path, n_jobs: int, batch_size: int) -> dict:
+def score_seed(model, tokenizer, seed: int, n: int, out: Path, n_jobs: int, batch_size: int,
+               temperature: float = 1.0, constrained: bool = False) -> dict:
     from lucidlm.chem.files import write_samples
     from lucidlm.chem.metrics import moses_metrics
     from lucidlm.chem.sample import sample_molecules, summarize
@@ -61,13 +65,14 @@ def score_seed(model, tokenizer, seed: int, n: int, out: Path, n_jobs: int, batc
             print(f"seed {seed}: read {metrics_file}", flush=True)
             return record
     start = time.perf_counter()
-    molecules = sample_molecules(model, tokenizer, n, params=SamplingParams(seed=seed), batch_size=batch_size)
+    molecules = sample_molecules(model, tokenizer, n, params=SamplingParams(seed=seed, temperature=temperature),
+                                 batch_size=batch_size, constrained=constrained)
     sampled = time.perf_counter() - start
     write_samples(out / f"samples_seed{seed}.smi", [m.smiles for m in molecules])
     print(f"seed {seed}: sampled {n:,} in {sampled:.0f} s; {summarize(molecules)}", flush=True)
     start = time.perf_counter()
     scores = moses_metrics([m.smiles for m in molecules], n_jobs=n_jobs)
-    record = {"seed": seed, "n": n, "sample_seconds": round(sampled, 1),
+    record = {"seed": seed, "n": n, "temperature": temperature, "constrained": constrained, "sample_seconds": round(sampled, 1),
               "score_seconds": round(time.perf_counter() - start, 1), **scores}
     metrics_file.write_text(json.dumps(record, indent=1))
     print(f"seed {seed}: scored in {record['score_seconds']:.0f} s: "
@@ -107,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-jobs", type=int, default=2, help="processes for RDKit")
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2, help="torch threads while sampling")
+    ap.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (MOSES: 1)")
+    ap.add_argument("--constrained", action="store_true",
+                    help="sample with the SMILES syntax constraint (no unclosed ring or branch; lucidlm.chem.syntax)")
     args = ap.parse_args(argv)
 
     import torch
@@ -115,13 +123,17 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(args.threads)
     out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "moses_bench"
+    if args.temperature != 1.0 or args.constrained:  # never mixed with the plain samples' cached metrics
+        out = out / (f"T{args.temperature:g}" + ("_constrained" if args.constrained else ""))
     out.mkdir(parents=True, exist_ok=True)
     model, tokenizer = load_molecule_model(args.checkpoint)
     params = sum(p.numel() for p in model.parameters())
     print(f"{args.checkpoint}: {params / 1e6:.2f}M parameters; seeds {args.seeds}, {args.n:,} samples each; "
           f"outputs in {out}", flush=True)
-    records = [score_seed(model, tokenizer, seed, args.n, out, args.n_jobs, args.batch_size) for seed in args.seeds]
-    table(records, f"lucidlm ({len(records)} seed{'s' if len(records) > 1 else ''})")
+    records = [score_seed(model, tokenizer, seed, args.n, out, args.n_jobs, args.batch_size, args.temperature,
+                          args.constrained) for seed in args.seeds]
+    how = "" if out.name == "moses_bench" else f", {out.name}"
+    table(records, f"lucidlm ({len(records)} seed{'s' if len(records) > 1 else ''}{how})")
     (out / "summary.json").write_text(json.dumps({"checkpoint": str(args.checkpoint), "records": records}, indent=1))
     return 0
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lucidlm.chem.syntax import SmilesSyntax
 from lucidlm.generate.sampling import SamplingParams, make_generator, process_logits
 from lucidlm.nn.attention import KVCache
 
@@ -97,10 +98,11 @@ def draw(x: torch.Tensor, params: SamplingParams, generator: torch.Generator) ->
 
 @torch.inference_mode()
 def _sample_batch(model, bos: int, eos: int, B: int, max_tokens: int, params: SamplingParams,
-                  generator: torch.Generator, prefix: Sequence[int] = ()
+                  generator: torch.Generator, prefix: Sequence[int] = (), syntax: SmilesSyntax | None = None
                   ) -> tuple[list[list[int]], list[bool], list[float]]:
     """B rows from ``[*prefix, <bos>]``: (their tokens after ``<bos>``, whether each ended at
-    ``<eos>``, their log-probabilities).
+    ``<eos>``, their log-probabilities). With ``syntax``, each draw is only among the tokens
+    that keep the SMILES parsable (``syntax.py``); the log-probabilities stay the model's own.
 
     Once half the rows in the cache have written ``<eos>``, they leave it (``_keep_rows``), so a
     few long or never-ending rows do not keep the whole batch running: a row costs its own length.
@@ -114,11 +116,18 @@ def _sample_batch(model, bos: int, eos: int, B: int, max_tokens: int, params: Sa
     done = torch.zeros(B, dtype=torch.bool, device=device)  # (b,)
     tokens = torch.full((B, max_tokens), eos, dtype=torch.long, device=device)  # (B, max_tokens)
     logprob = torch.zeros(B, dtype=torch.float64, device=device)  # (B,)
+    states = syntax.start(B) if syntax else None  # each batch row's parser state
     for step in range(max_tokens):
         logits = model(new, cache=cache, last_only=True)[:, -1].float()  # (b, V)
         previous = tokens[rows, :step].tolist() if penalties else None
-        token = draw(process_batch(logits, params, previous), params, generator)  # (b,)
+        allowed = logits
+        if syntax:
+            now = [states[r] for r in rows.tolist()]
+            allowed = logits.masked_fill(~syntax.mask(now).to(device), float("-inf"))  # (b, V)
+        token = draw(process_batch(allowed, params, previous), params, generator)  # (b,)
         token = torch.where(done, eos, token)  # a finished row keeps writing <eos>, which is ignored
+        if syntax:
+            syntax.push(now, token.tolist())
         chosen = torch.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(1)  # (b,)
         logprob[rows] += torch.where(done, 0.0, chosen.double())
         tokens[rows, step] = token
@@ -147,12 +156,15 @@ def _keep_rows(cache: KVCache, keep: torch.Tensor) -> KVCache:
 
 
 def sample_molecules(model, tokenizer, n: int, *, params: SamplingParams | None = None, batch_size: int = DEFAULT_BATCH,
-                     max_tokens: int | None = None, prefix: Sequence[int] = (), progress: bool = True) -> list[Molecule]:
+                     max_tokens: int | None = None, prefix: Sequence[int] = (), constrained: bool = False,
+                     progress: bool = True) -> list[Molecule]:
     """``n`` molecules from ``model`` (a DecoderLM trained on rows of ``<bos> SMILES <eos>``),
     in batches of ``batch_size``, with ``params`` (temperature, top-k, top-p, min-p, seed;
     the default samples the model's own distribution, as MOSES samples its models).
     ``max_tokens``: the longest generation (default: the model's context less the ``<bos>``).
-    ``prefix``: ids before ``<bos>``, e.g. a condition token (``conditions.condition_prefix``)."""
+    ``prefix``: ids before ``<bos>``, e.g. a condition token (``conditions.condition_prefix``).
+    ``constrained``: draw only tokens that keep the SMILES parsable (``syntax.py``: no unclosed
+    ring or branch); off by default, as MOSES samples its models freely."""
     from tqdm.auto import tqdm
 
     params = params or SamplingParams()
@@ -172,6 +184,11 @@ def sample_molecules(model, tokenizer, n: int, *, params: SamplingParams | None 
     if not 1 <= max_tokens <= context - 1:
         raise ValueError(f"max_tokens={max_tokens}: the model's context of {model.cfg.max_seq_len} holds "
                          f"{len(prefix)} prefix ids, <bos> and at most {context - 1} generated tokens")
+    syntax = None
+    if constrained:
+        V = model.cfg.vocab_size
+        vocab = [tokenizer.id_to_token(i) if i < tokenizer.vocab_size else "<unused>" for i in range(V)]
+        syntax = SmilesSyntax(vocab, eos)
     was_training = model.training
     model.eval()
     generator = make_generator(params.seed, next(model.parameters()).device)
@@ -180,7 +197,7 @@ def sample_molecules(model, tokenizer, n: int, *, params: SamplingParams | None 
         with tqdm(total=n, desc="sampling", unit=" mol", disable=not progress) as bar:
             while len(out) < n:
                 B = min(batch_size, n - len(out))
-                rows, ended, logprobs = _sample_batch(model, bos, eos, B, max_tokens, params, generator, prefix)
+                rows, ended, logprobs = _sample_batch(model, bos, eos, B, max_tokens, params, generator, prefix, syntax)
                 for ids, at_eos, lp in zip(rows, ended, logprobs):
                     body = ids[:-1] if at_eos else ids
                     smiles = tokenizer.decode(body, skip_special_tokens=False)  # a stray special shows as "<pad>"

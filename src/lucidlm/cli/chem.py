@@ -109,7 +109,8 @@ def cmd_sample(args) -> int:
         prefix, value = condition_prefix(tokenizer, args.condition)
         _say(f"asking for {tokenizer.tokens[prefix[0]]} (the model's nearest condition to {args.condition})")
     molecules = sample_molecules(model, tokenizer, args.n, params=params, batch_size=args.batch_size,
-                                 max_tokens=args.max_tokens, prefix=prefix, progress=not args.no_progress)
+                                 max_tokens=args.max_tokens, prefix=prefix, constrained=args.constrained,
+                                 progress=not args.no_progress)
     columns = {"tokens": [len(m.token_ids) - (m.ended == "eos") for m in molecules],
                "ended": [m.ended for m in molecules], "logprob": [round(m.logprob, 4) for m in molecules]}
     write_samples(args.out, [m.smiles for m in molecules], columns)
@@ -236,6 +237,9 @@ def register_cli(subparsers) -> None:
                    help="the longest generation (default: the model's context less <bos>)")
     s.add_argument("--condition", default=None, metavar="NAME=VALUE",
                    help="ask a model trained with `chem prepare --condition NAME` for this value, e.g. logP=2")
+    s.add_argument("--constrained", action="store_true",
+                   help="draw only tokens that keep the SMILES parsable: no ring or branch left open, no bond "
+                        "before ')' (lucidlm.chem.syntax; off by default, as MOSES samples its models freely)")
     s.add_argument("--device", default=None, help="cpu, cuda, ... (default: where the checkpoint loads)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_sample)
