@@ -16,7 +16,7 @@ TEST_ARGS ?= -n auto --maxprocesses=8 --dist loadfile --durations=15
 # other down and both report wrong timings, so each waits for the lock (flock) before it starts.
 BENCH_LOCK ?= /tmp/lucidlm-bench.lock
 
-.PHONY: demo test test-slow test-all bench bench-long install install-test lint clean chromium notebooks notebooks-strip
+.PHONY: demo test test-slow test-all bench bench-long install install-test lint clean chromium llama-cpp notebooks notebooks-strip
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,7 +48,12 @@ chromium:
 		|| echo "note: could not install chromium (offline?): the explorer's browser tests will be skipped"; \
 	else echo "note: /usr/bin/chromium is missing and this is not root: the explorer's browser tests will be skipped"; fi
 
-test: install-test chromium
+# llama.cpp as a peer (tests of the GGUF export, benchmarks): llama-cpp-python built from its sdist once,
+# the wheel cached in ~/.cache/lucidlm/wheels. Without network or a compiler it says so and those tests skip.
+llama-cpp: install-test
+	scripts/build_llama_cpp.sh $(BIN)/python
+
+test: install-test chromium llama-cpp
 	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
 	$(BIN)/python -m pytest $(TEST_ARGS)
 

@@ -98,7 +98,7 @@ def conditioned(tmp_path):
 
 def test_conditioned_rows_by_hand(conditioned):
     path, meta = conditioned
-    tok = SmilesTokenizer.load(path / "tokenizer.json")
+    tok = SmilesTokenizer.load(path / "tokenizer.lucidlm.json")
     cond = conditions_of(tok)["TPSA"]
     assert meta["condition"]["name"] == "TPSA" and meta["vocab_size"] == tok.vocab_size
     assert (cond.lo, cond.hi) == (meta["condition"]["lo"], meta["condition"]["hi"])
@@ -118,7 +118,7 @@ def test_conditioned_rows_by_hand(conditioned):
 
 def test_condition_prefix_picks_the_token_and_refuses_what_it_cannot_do(conditioned):
     path, _ = conditioned
-    tok = SmilesTokenizer.load(path / "tokenizer.json")
+    tok = SmilesTokenizer.load(path / "tokenizer.lucidlm.json")
     cond = conditions_of(tok)["TPSA"]
     ids, value = condition_prefix(tok, f"TPSA={cond.lo + 4.9}")
     assert tok.tokens[ids[0]] == f"<TPSA={cond.lo + 4:g}>" and value == cond.lo + 4

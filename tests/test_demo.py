@@ -20,7 +20,7 @@ def test_demo_runs_end_to_end_and_the_next_commands_run(tmp_path, capsys):
 
     # 1. tokenizers: ours (saved with its readable .vocab) beside cl100k/o200k (cached by `make test`)
     assert "cl100k_base" in text and "o200k_base" in text and "bytes/token" in text
-    assert (out / "tokenizer.json").is_file() and (out / "tokenizer.vocab").is_file()
+    assert (out / "shakespeare-bpe.json").is_file() and (out / "shakespeare-bpe.vocab").is_file()
     # 4. training: 0.01 minutes is less than the 50-step minimum
     assert re.search(r"Training for ~0\.01 min: 50 steps x 8 x 256 tokens", text)
     val_loss = float(re.search(r"final val loss (\d+\.\d+)", text)[1])

@@ -334,6 +334,8 @@ def _post(server, path: str, content: bytes | None = None, **kw):
     (json.dumps({"model": MODEL, "prompt": [[1, 2], []]}).encode(), 400, "prompt.1", "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": [99999999]}).encode(), 400, "prompt", "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": []}).encode(), 400, "prompt", "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": "word " * 300, "echo": True, "logprobs": 1, "max_tokens": 0}).encode(),
+     400, "max_tokens", "context_length_exceeded"),  # scoring a prompt longer than the context: refused, not cut
     (json.dumps({"model": MODEL, "prompt": "hi", "stop": ""}).encode(), 400, "stop", "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": "x" * 30_000}).encode(), 413, None, "request_too_large"),
 ])

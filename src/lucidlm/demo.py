@@ -50,7 +50,7 @@ def tokenizer_story(out_dir: Path, vocab_size: int, color: bool) -> Path:
     start = time.perf_counter()
     ours = train_bpe(train_text, vocab_size, pattern="cl100k", special_tokens={"<|endoftext|>": None},
                      name="shakespeare-bpe")
-    path = ours.save(out_dir / "tokenizer.json")
+    path = ours.save(out_dir / "shakespeare-bpe.json")
     first = ", ".join(repr(ours.token_bytes(256 + i).decode("utf-8", "replace")) for i in range(6))
     print(f"   a byte-level BPE with {len(ours.merges)} merges learned in {time.perf_counter() - start:.2f} s "
           f"-> {path}\n   its first merges: {first}")
@@ -157,7 +157,7 @@ def run_demo(out_dir: str | Path = "runs/demo", minutes: float = 3.0, vocab_size
     n_params = sum(p.numel() for p in model.parameters())
     print(f"\n3. A GPT with {n_params / 1e6:.2f}M parameters ({model_cfg.n_layer} layers, {model_cfg.n_head} heads, "
           f"{model_cfg.n_embd} wide; RoPE, RMSNorm, ReLU^2), before training - a sample is noise:")
-    char_tok = load_tokenizer(data_dir / "tokenizer.json")  # the vocabulary prepare_dataset built
+    char_tok = load_tokenizer(data_dir)  # the vocabulary prepare_dataset built
     print(indent(sample(model, char_tok, n=120)))
 
     step_s = seconds_per_step(model_cfg, DEMO_TRAIN, precision)

@@ -17,7 +17,9 @@ from lucidlm.cli import (
     data,
     demo,
     embeddings,
+    evaluation,
     explore,
+    export,
     generation,
     inspection,
     models,
@@ -35,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lucidlm", description="Understand LLMs by running one.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in (assets, tokenizer, demo, models, inspection, embeddings, data, train, generation, serve,
-                  explore, chem, seq2seq):
+                  evaluation, explore, export, chem, seq2seq):
         group.register_cli(sub)
     return parser
 

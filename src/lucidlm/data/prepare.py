@@ -2,7 +2,9 @@
 
     my-data/
       meta.json        format, dtype, vocab_size, token counts, sources (``read_meta`` checks it)
-      tokenizer.json   the tokenizer that made the ids (``TokenDataset.tokenizer()`` loads it)
+      tokenizer.json   the tokenizer that made the ids, in Hugging Face's format, with its
+                       tokenizer_config.json (and tokenizer.lucidlm.json for characters and
+                       SMILES); ``TokenDataset.tokenizer()`` loads it
       train.bin        every token id, flat, little-endian uint16 (vocab <= 65536) or uint32
       val.bin          the last ``val_fraction`` of the same stream
 
@@ -236,7 +238,7 @@ def prepare_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.mkdir()
     try:
-        _save_tokenizer_checked(tokenizer, tmp, encode)
+        tokenizer_file = _save_tokenizer_checked(tokenizer, tmp, encode)
         stats = [{"path": str(s.path), "format": s.format, "bytes": s.size, "documents": 0} for s in sources]
         n_tokens, max_id = 0, -1
         with open(tmp / "train.bin", "wb") as f, tqdm(total=total_bytes, unit="B", unit_scale=True,
@@ -257,7 +259,7 @@ def prepare_dataset(
             "version": FORMAT_VERSION,
             "dtype": dtype,
             "vocab_size": vocab_size,
-            "tokenizer": TOKENIZER_FILE,
+            "tokenizer": tokenizer_file,
             "tokenizer_name": str(tokenizer_name),
             "eos_id": separator,
             "max_id": max_id,
@@ -325,22 +327,24 @@ def _split_tail(train: Path, val: Path, n_train: int, itemsize: int) -> None:
     os.truncate(train, n_train * itemsize)
 
 
-def _save_tokenizer_checked(tokenizer, folder: Path, encode) -> None:
+def _save_tokenizer_checked(tokenizer, folder: Path, encode) -> str:
     """Save the tokenizer, then check the saved file encodes like the original: the ids in the
-    dataset are only meaningful with the tokenizer a trainer will load back."""
+    dataset are only meaningful with the tokenizer a trainer will load back. Returns the name of
+    the file it is read back from (meta.json's "tokenizer")."""
     from lucidlm.loading.checkpoint import save_tokenizer
     from lucidlm.tokenizers.formats import load_tokenizer_file
 
-    save_tokenizer(tokenizer, folder)
-    reloaded = load_tokenizer_file(folder / TOKENIZER_FILE)
+    saved = save_tokenizer(tokenizer, folder)
+    reloaded = load_tokenizer_file(saved)
     probe = "The quick brown fox, 1234 jumps!\n\tÜber 数字 ok"
     try:
         same = encode(probe) == encoder_of(reloaded)(probe)
     except ValueError:  # a small vocabulary (characters, SMILES) that cannot encode the probe
         same = type(reloaded) is type(tokenizer) and reloaded.to_dict() == tokenizer.to_dict()
     if not same or reloaded.vocab_size != tokenizer.vocab_size:
-        raise ValueError(f"the tokenizer saved as {TOKENIZER_FILE} does not encode like {tokenizer!r}; "
+        raise ValueError(f"the tokenizer saved as {saved.name} does not encode like {tokenizer!r}; "
                          "it cannot be stored with the dataset")
+    return saved.name
 
 
 def _check_target(out: Path, overwrite: bool) -> None:

@@ -32,7 +32,6 @@ from lucidlm.data.prepare import (
     FORMAT_NAME,
     FORMAT_VERSION,
     META_FILE,
-    TOKENIZER_FILE,
     _check_target,
     _publish,
     _save_tokenizer_checked,
@@ -99,7 +98,7 @@ def write_rows_dataset(out_dir: str | os.PathLike, splits: Mapping[str, np.ndarr
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp.mkdir()
     try:
-        _save_tokenizer_checked(tokenizer, tmp, encoder_of(tokenizer))
+        tokenizer_file = _save_tokenizer_checked(tokenizer, tmp, encoder_of(tokenizer))
         for name, rows in splits.items():
             np.ascontiguousarray(rows, dtype=np.dtype(dtype).newbyteorder("<")).tofile(tmp / f"{name}.bin")
         meta = {
@@ -110,7 +109,7 @@ def write_rows_dataset(out_dir: str | os.PathLike, splits: Mapping[str, np.ndarr
             "pad_id": pad_id,
             "dtype": dtype,
             "vocab_size": vocab_size,
-            "tokenizer": TOKENIZER_FILE,
+            "tokenizer": tokenizer_file,
             "tokenizer_name": getattr(tokenizer, "name", type(tokenizer).__name__),
             "eos_id": getattr(tokenizer, "eos_id", None),
             "max_id": max_id,

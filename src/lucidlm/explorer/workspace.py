@@ -32,7 +32,7 @@ from lucidlm.train.state import kept_steps
 
 DEFAULT_MODELS = ["smollm2-135m-instruct", "all-minilm-l6-v2"]
 DEMO_MODEL = Path("runs/demo/gpt/best")  # what `make demo` trains
-DEMO_TOKENIZER = Path("runs/demo/tokenizer.json")  # the BPE `make demo` trains
+DEMO_TOKENIZER = Path("runs/demo/shakespeare-bpe.json")  # the BPE `make demo` trains (lucidlm's format)
 EXAMPLE_SMILES = ["CC(=O)Oc1ccccc1C(=O)O", "Cn1cnc2c1c(=O)n(C)c(=O)n2C", "CC(C)Cc1ccc(cc1)C(C)C(=O)O",
                   "C1=CC=C(C=C1)[N+](=O)[O-]", "OC[C@H]1OC(O)[C@H](O)[C@@H](O)[C@@H]1O", "ClC(Cl)Cl", "c1ccncc1Br"]
 TRACE_CACHE = 4
@@ -324,7 +324,9 @@ class Workspace:
 
 def _smiles_checkpoint(path: Path) -> bool:
     """A checkpoint directory whose tokenizer file is a SmilesTokenizer's (read as JSON, small)."""
-    file = path / "tokenizer.json"
+    file = path / "tokenizer.lucidlm.json"
+    if not file.is_file():
+        file = path / "tokenizer.json"  # a checkpoint saved before the lucidlm file had a name of its own
     if not file.is_file() or file.stat().st_size > 1 << 20:
         return False
     try:

@@ -3,8 +3,9 @@
     my-model/
       config.json         the ModelConfig as JSON (``ModelConfig.load`` reads it)
       model.safetensors   the weights; its metadata says "lucidlm-checkpoint", version 1
-      tokenizer.json      the tokenizer (Hugging Face format where it has one)
-      tokenizer_config.json   chat template and special tokens, when the tokenizer has them
+      tokenizer.json      the tokenizer in Hugging Face's format (tokenizers.hf_dir)
+      tokenizer_config.json   its class, special tokens and chat template, for transformers
+      tokenizer.lucidlm.json  lucidlm's own file, for character and SMILES tokenizers
 
 Saving is atomic: everything is written into a temporary sibling directory which is then renamed
 into place, so a crash mid-save leaves the previous checkpoint intact, never half of a new one.
@@ -217,37 +218,24 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[P
 # tokenizers in a model directory
 
 
-def save_tokenizer(tokenizer, folder: Path) -> None:
-    """tokenizer.json: the Hugging Face format for byte-level BPE (plus tokenizer_config.json with
-    the chat template and special tokens, where HF keeps them); other tokenizers save themselves
-    (WordPiece as HF tokenizer.json, the simple ones as lucidlm JSON)."""
-    from lucidlm.tokenizers.bpe import BPETokenizer
+def save_tokenizer(tokenizer, folder: Path, *, model_max_length: int | None = None) -> Path:
+    """The tokenizer as a Hugging Face tokenizer directory (tokenizer.json, tokenizer_config.json
+    with the chat template and special tokens; ``tokenizers.hf_dir``), plus lucidlm's own file
+    for the kinds HF's format cannot hold exactly (characters, SMILES). Returns the file lucidlm
+    reads the tokenizer back from."""
+    from lucidlm.tokenizers.hf_dir import HF_TOKENIZER_FILE, LUCIDLM_TOKENIZER_FILE, save_hf_tokenizer
 
-    if not isinstance(tokenizer, BPETokenizer):
-        tokenizer.save(folder / TOKENIZER_FILE)
-        return
-    from lucidlm.tokenizers.hf import to_tokenizer_json
-
-    to_tokenizer_json(tokenizer, folder / TOKENIZER_FILE)
-    config: dict = {}
-    special = {i: text for text, i in tokenizer.special_tokens.items()}
-    for role in ("bos", "eos", "pad", "unk"):
-        token_id = getattr(tokenizer, f"{role}_id", None)
-        if token_id is not None:
-            text = special.get(token_id) or tokenizer.vocab[token_id].decode("utf-8", errors="replace")
-            config[f"{role}_token"] = text
-    if getattr(tokenizer, "chat_template", None):
-        config["chat_template"] = tokenizer.chat_template
-    if config:
-        text = json.dumps(config, indent=2, ensure_ascii=False) + "\n"
-        (folder / "tokenizer_config.json").write_text(text, encoding="utf-8")
+    save_hf_tokenizer(tokenizer, folder, model_max_length=model_max_length)
+    own = folder / LUCIDLM_TOKENIZER_FILE
+    return own if own.is_file() else folder / HF_TOKENIZER_FILE
 
 
 def load_tokenizer_from_dir(folder: Path):
     """The tokenizer saved beside the weights, or None when there is none."""
     from lucidlm.tokenizers.formats import load_tokenizer_file
+    from lucidlm.tokenizers.hf_dir import LUCIDLM_TOKENIZER_FILE
 
-    for name in (TOKENIZER_FILE, "vocab.txt"):
+    for name in (LUCIDLM_TOKENIZER_FILE, TOKENIZER_FILE, "vocab.txt"):
         if (folder / name).is_file():
             return load_tokenizer_file(folder / name)
     return None
@@ -270,7 +258,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, tokenizer=None, *
         write_safetensors(model_state(_unwrap(model)), tmp / WEIGHTS_FILE,
                           {"format": "pt", "lucidlm.format": FORMAT_NAME, "lucidlm.version": str(FORMAT_VERSION)})
         if tokenizer is not None:
-            save_tokenizer(tokenizer, tmp)
+            save_tokenizer(tokenizer, tmp, model_max_length=cfg.max_seq_len)
         if extra is not None:
             extra(tmp)
     return Path(path)

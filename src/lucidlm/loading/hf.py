@@ -294,7 +294,7 @@ def save_hf(model: nn.Module, path: str | os.PathLike, tokenizer=None, *, overwr
         (tmp / CONFIG_FILE).write_text(json.dumps(hf_config, indent=2) + "\n", encoding="utf-8")
         write_safetensors(tensors, tmp / WEIGHTS_FILE, {"format": "pt"})
         if tokenizer is not None:
-            save_tokenizer(tokenizer, tmp)
+            save_tokenizer(tokenizer, tmp, model_max_length=cfg.max_seq_len)
     return Path(path)
 
 

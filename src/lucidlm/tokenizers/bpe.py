@@ -430,8 +430,11 @@ class BPETokenizer:
         }
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``path`` (JSON, lossless) and ``path`` with suffix ``.vocab`` (for people to read)."""
-        path = Path(path)
+        """Write ``path`` (JSON, lossless) and ``path`` with suffix ``.vocab`` (for people to read).
+        Not under the name tokenizer.json, which is Hugging Face's (``hf_dir.save_hf_tokenizer``)."""
+        from lucidlm.tokenizers.hf_dir import refuse_hf_name
+
+        path = refuse_hf_name(path, "BPE")
         write_json_atomic(path, self.to_dict(), indent=None)
         write_text_atomic(path.with_suffix(".vocab"), self.vocab_listing())
         return path

@@ -101,7 +101,7 @@ def load_tokenizer_file(path: str | os.PathLike):
     """Open a tokenizer file of any supported kind, recognised by its content."""
     path = Path(path)
     if path.is_dir():
-        for candidate in ("tokenizer.json", "vocab.txt"):
+        for candidate in ("tokenizer.lucidlm.json", "tokenizer.json", "vocab.txt"):
             if (path / candidate).is_file():
                 return load_tokenizer_file(path / candidate)
         raise FileNotFoundError(f"{path} is a directory without tokenizer.json or vocab.txt")
@@ -129,6 +129,12 @@ def load_tokenizer_file(path: str | os.PathLike):
             return simple.load(path)
         if isinstance(data, dict) and isinstance(data.get("model"), dict):
             model_type = data["model"].get("type")
+            if model_type == "WordLevel":  # what hf_dir writes for characters and SMILES
+                own = path.with_name("tokenizer.lucidlm.json")
+                if own.is_file():
+                    return load_tokenizer_file(own)
+                raise ValueError(f"{path} is a WordLevel tokenizer.json, which lucidlm reads through the "
+                                 "tokenizer.lucidlm.json saved beside it (not found)")
             if model_type == "WordPiece":
                 from lucidlm.tokenizers.wordpiece import WordPieceTokenizer
 

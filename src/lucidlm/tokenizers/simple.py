@@ -118,7 +118,10 @@ class CharTokenizer:
             raise ValueError(f"{source} is a corrupt {CHAR_FORMAT} file: {exc!r}") from None
 
     def save(self, path: str | os.PathLike) -> Path:
-        return write_json_atomic(path, self.to_dict())
+        """lucidlm's JSON (not under HF's name tokenizer.json: ``hf_dir.save_hf_tokenizer`` writes that)."""
+        from lucidlm.tokenizers.hf_dir import refuse_hf_name
+
+        return write_json_atomic(refuse_hf_name(path, self.to_dict()["format"]), self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
@@ -242,7 +245,10 @@ class SmilesTokenizer:
             raise ValueError(f"{source} is a corrupt {SMILES_FORMAT} file: {exc!r}") from None
 
     def save(self, path: str | os.PathLike) -> Path:
-        return write_json_atomic(path, self.to_dict())
+        """lucidlm's JSON (not under HF's name tokenizer.json: ``hf_dir.save_hf_tokenizer`` writes that)."""
+        from lucidlm.tokenizers.hf_dir import refuse_hf_name
+
+        return write_json_atomic(refuse_hf_name(path, self.to_dict()["format"]), self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SmilesTokenizer:
