@@ -226,6 +226,7 @@ def test_each_molecule_is_what_the_model_scores_it():
     SamplingParams(temperature=0.7), SamplingParams(top_k=3), SamplingParams(top_p=0.6),
     SamplingParams(min_p=0.2), SamplingParams(temperature=1.3, top_k=5, top_p=0.9, min_p=0.05),
     SamplingParams(temperature=0), SamplingParams(repetition_penalty=1.5, frequency_penalty=0.5),
+    SamplingParams(temperature=0, logit_bias={3: 50.0}), SamplingParams(top_k=4, logit_bias={0: -100, 5: 2.5}),
 ], ids=lambda p: ",".join(f"{k}={v}" for k, v in vars(p).items() if v != getattr(SamplingParams(), k)) or "plain")
 def test_batched_processing_equals_the_reference_per_row(params):
     g = torch.Generator().manual_seed(1)

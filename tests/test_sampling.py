@@ -164,3 +164,17 @@ def test_params_validation_names_the_field_and_range(field, value):
 def test_process_logits_wants_one_position():
     with pytest.raises(ValueError, match=r"\(V,\)"):
         process_logits(torch.zeros(2, 5), SamplingParams())
+
+
+def test_logit_bias_is_added_to_the_raw_logits_by_hand():
+    logits = torch.tensor([1.0, 2.0, 3.0, 0.5])
+    p = SamplingParams(temperature=2.0, logit_bias={0: 4.0, 2: -100})
+    assert p.logit_bias == ((0, 4.0), (2, -100.0))  # a dict becomes sorted (id, bias) pairs: hashable, frozen
+    assert torch.allclose(process_logits(logits, p), torch.tensor([5.0, 2.0, -97.0, 0.5]) / 2.0)
+    greedy = SamplingParams(temperature=0, logit_bias={3: 10})  # greedy too: the bias decides the argmax
+    assert sample_token(logits, greedy) == 3
+    with pytest.raises(ValueError, match="outside the vocabulary of 4"):
+        process_logits(logits, SamplingParams(logit_bias={4: 1.0}))
+    for bad in ({1: 101}, {-1: 1.0}, {True: 1.0}, {"1": 1.0}, {1: float("nan")}, [(1,)], "x"):
+        with pytest.raises(ValueError, match="logit_bias"):
+            SamplingParams(logit_bias=bad)

@@ -197,6 +197,26 @@ def test_echo_with_logprobs_scores_each_prompt(server, model, tokenizer):
         assert lp["text_offset"] == [sum(len(x) for x in lp["tokens"][:t]) for t in range(len(ids))]
 
 
+def test_logit_bias_forces_and_bans_tokens(server, model, tokenizer):
+    """OpenAI's logit_bias: +100 on a token makes greedy decoding pick it at every step; -100 on
+    the greedy first token makes the second most likely one come first (the forward pass decides)."""
+    prompt = encode_prompt(tokenizer, "The capital of France is")
+    body = {"model": MODEL, "prompt": prompt, "max_tokens": 4, "temperature": 0, "ignore_eos": True}
+    forced = tokenizer.encode(" Paris")[0]
+    r = _post(server, "/v1/completions", json={**body, "logit_bias": {str(forced): 100}, "logprobs": 0})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["logprobs"]["tokens"] == [tokenizer.decode([forced])] * 4
+    with torch.no_grad():
+        first, second = model(torch.tensor([prompt]))[0, -1].topk(2).indices.tolist()
+    r = _post(server, "/v1/completions", json={**body, "max_tokens": 1, "logit_bias": {str(first): -100},
+                                                "logprobs": 0})
+    assert r.json()["choices"][0]["logprobs"]["tokens"] == [tokenizer.decode([second])]
+    r = _post(server, "/v1/chat/completions", json={"model": MODEL, "max_tokens": 2, "temperature": 0,
+                                                     "messages": [{"role": "user", "content": "hi"}],
+                                                     "logit_bias": {str(forced): 100}})
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == " Paris Paris"
+
+
 def test_echo_logprobs_then_generated_tokens_and_several_prompts(server, client, model, tokenizer):
     prompt = "Once upon a time"
     ids = encode_prompt(tokenizer, prompt)
@@ -334,6 +354,12 @@ def _post(server, path: str, content: bytes | None = None, **kw):
     (json.dumps({"model": MODEL, "prompt": [[1, 2], []]}).encode(), 400, "prompt.1", "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": [99999999]}).encode(), 400, "prompt", "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": []}).encode(), 400, "prompt", "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "logit_bias": {"abc": 1}}).encode(), 400, "logit_bias",
+     "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "logit_bias": {"99999999": 1}}).encode(), 400, "logit_bias",
+     "invalid_value"),
+    (json.dumps({"model": MODEL, "prompt": "hi", "logit_bias": {"5": 101}}).encode(), 400, "logit_bias",
+     "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": "word " * 300, "echo": True, "logprobs": 1, "max_tokens": 0}).encode(),
      400, "max_tokens", "context_length_exceeded"),  # scoring a prompt longer than the context: refused, not cut
     (json.dumps({"model": MODEL, "prompt": "hi", "stop": ""}).encode(), 400, "stop", "invalid_value"),

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 from lucidlm.chem.syntax import SmilesSyntax
-from lucidlm.generate.sampling import SamplingParams, make_generator, process_logits
+from lucidlm.generate.sampling import SamplingParams, apply_logit_bias, make_generator, process_logits
 from lucidlm.nn.attention import KVCache
 
 DEFAULT_BATCH = 512
@@ -64,6 +64,7 @@ def process_batch(logits: torch.Tensor, params: SamplingParams,
         if previous is None:
             raise ValueError("penalties need each row's previous tokens")
         return torch.stack([process_logits(x[b], params, previous[b]) for b in range(x.shape[0])])  # (B, V)
+    x = apply_logit_bias(x, params.logit_bias)  # (B, V)
     if params.greedy:
         return x
     if params.temperature != 1.0:

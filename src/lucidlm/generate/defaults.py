@@ -97,7 +97,10 @@ def describe(params: SamplingParams, source: str, overridden: set[str] = frozens
         return f"greedy (temperature 0 {where})"
     off = SamplingParams()
     parts = [f"{f.name.replace('_', '-')} {getattr(params, f.name):g}" for f in fields(SamplingParams)
-             if f.name != "seed" and (f.name == "temperature" or getattr(params, f.name) != getattr(off, f.name))]
+             if f.name not in ("seed", "logit_bias")
+             and (f.name == "temperature" or getattr(params, f.name) != getattr(off, f.name))]
+    if params.logit_bias:
+        parts.append(f"logit-bias on {len(params.logit_bias)} token(s)")
     if params.seed is not None:
         parts.append(f"seed {params.seed}")
     origin = source if not overridden else (f"{source}; yours: {', '.join(sorted(o.replace('_', '-') for o in overridden))}")

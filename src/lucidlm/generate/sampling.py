@@ -2,6 +2,8 @@
 
 The pipeline ``process_logits`` runs, in this order (each step a short function below):
 
+0. logit bias (OpenAI's API): a number added to the raw logit of chosen tokens (-100 bans a
+   token in practice, +100 forces it);
 1. penalties, which look at the tokens already there:
    - repetition (Keskar et al. 2019, CTRL; as Hugging Face): a seen token's logit is divided by
      ``repetition_penalty`` when positive and multiplied by it when negative, so it always drops;
@@ -39,6 +41,8 @@ class SamplingParams:
     frequency_penalty: float = 0.0  # OpenAI: subtract count * f from a generated token's logit
     presence_penalty: float = 0.0  # OpenAI: subtract p from every token generated at least once
     seed: int | None = None  # same seed, same tokens; None = a fresh random draw each time
+    # OpenAI's logit_bias: (token id, number added to its logit) pairs; a dict {id: bias} is accepted
+    logit_bias: tuple[tuple[int, float], ...] = ()
 
     def __post_init__(self) -> None:
         def check(name: str, ok: bool, valid: str) -> None:
@@ -46,8 +50,18 @@ class SamplingParams:
             if not ok:
                 raise ValueError(f"SamplingParams.{name}={value!r} is out of range; valid: {valid}")
 
+        bias = self.logit_bias
+        pairs = list(bias.items()) if isinstance(bias, dict) else list(bias) if isinstance(bias, (list, tuple)) else None
+        ok = pairs is not None and all(
+            isinstance(p, (list, tuple)) and len(p) == 2 and isinstance(p[0], int) and not isinstance(p[0], bool)
+            and p[0] >= 0 and isinstance(p[1], (int, float)) and not isinstance(p[1], bool)
+            and math.isfinite(p[1]) and -100 <= p[1] <= 100 for p in pairs)
+        check("logit_bias", ok, "{token id: bias} with ids >= 0 and biases from -100 to 100")
+        object.__setattr__(self, "logit_bias", tuple(sorted((int(i), float(b)) for i, b in pairs)))
         for f in fields(self):
             value = getattr(self, f.name)
+            if f.name == "logit_bias":
+                continue
             if f.name == "seed":
                 ok = value is None or (isinstance(value, int) and not isinstance(value, bool))
                 check("seed", ok, "None or an int")
@@ -67,6 +81,28 @@ class SamplingParams:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+
+# ----------------------------------------------------------------------------------------------
+# 0. logit bias
+
+
+def apply_logit_bias(logits: torch.Tensor, bias: Sequence[tuple[int, float]]) -> torch.Tensor:
+    """Add each (id, b) of ``bias`` to that token's logit, along the last dimension (V,) or (B, V).
+
+    >>> apply_logit_bias(torch.tensor([1.0, 2.0, 3.0]), [(0, 5.0), (2, -100.0)])
+    tensor([  6.,   2., -97.])
+    """
+    if not bias:
+        return logits
+    V = logits.shape[-1]
+    bad = [i for i, _ in bias if i >= V]
+    if bad:
+        raise ValueError(f"logit_bias names token id {bad[0]}, outside the vocabulary of {V} tokens")
+    ids = torch.tensor([i for i, _ in bias], dtype=torch.long, device=logits.device)
+    out = logits.clone()
+    out[..., ids] += torch.tensor([b for _, b in bias], dtype=logits.dtype, device=logits.device)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -167,11 +203,11 @@ def process_logits(logits: torch.Tensor, params: SamplingParams, previous_ids: S
     filter excluded a token. ``previous_ids``: the tokens generated so far (counted by the
     frequency and presence penalties, as OpenAI and vLLM count the completion only);
     ``prompt_ids``: the prompt, which the repetition penalty also covers (as HF and vLLM do).
-    With temperature 0 only the penalties apply (they change which token is the argmax).
+    With temperature 0 only the bias and the penalties apply (they change which token is the argmax).
     """
     if logits.dim() != 1:
         raise ValueError(f"process_logits takes one position's logits (V,), got shape {tuple(logits.shape)}")
-    x = logits.float()
+    x = apply_logit_bias(logits.float(), params.logit_bias)
     x = apply_repetition_penalty(x, [*prompt_ids, *previous_ids], params.repetition_penalty)
     x = apply_frequency_presence(x, previous_ids, params.frequency_penalty, params.presence_penalty)
     if params.greedy:

@@ -315,6 +315,7 @@ class _State:
             raise APIError(400, "Stop strings must not be empty.", param="stop", code="invalid_value")
         # every SamplingParams field is a request field; one the request leaves out (None) keeps the default
         given = {f.name: getattr(body, f.name) for f in fields(SamplingParams)}
+        given["logit_bias"] = self._logit_bias(body.logit_bias)
         if seed is not None:
             given["seed"] = seed
         try:
@@ -324,6 +325,22 @@ class _State:
         stop_ids = frozenset() if body.ignore_eos else self.stop_ids
         return GenerationRequest(tuple(ids), max_tokens, params, stop=stop, stop_ids=stop_ids,
                                  logprobs=logprobs, timeout_s=self.timeout_s, prompt_logprobs=prompt_logprobs)
+
+    def _logit_bias(self, bias: dict[str, float] | None) -> dict[int, float] | None:
+        """OpenAI's {"token id": bias} as {id: bias}, each id checked against the vocabulary."""
+        if bias is None:
+            return None
+        V = self.engine.model.cfg.vocab_size
+        out = {}
+        for key, value in bias.items():
+            if not key.isdigit() or int(key) >= V:
+                raise APIError(400, f"logit_bias key {key!r} is not a token id of this model (0 to {V - 1}).",
+                               param="logit_bias", code="invalid_value")
+            if not -100 <= value <= 100:
+                raise APIError(400, f"logit_bias value {value} for token {key} is outside -100 to 100.",
+                               param="logit_bias", code="invalid_value")
+            out[int(key)] = value
+        return out
 
     def submit(self, gen: GenerationRequest) -> tuple[Handle, asyncio.Queue]:
         """Queue a request; its events arrive on an asyncio queue of the calling event loop."""

@@ -39,6 +39,8 @@ class _Sampling(_Strict):
     seed: int | None = None
     frequency_penalty: float | None = Field(None, ge=-2.0, le=2.0)
     presence_penalty: float | None = Field(None, ge=-2.0, le=2.0)
+    # {"token id": bias}: the bias (-100..100) is added to that token's logit before sampling
+    logit_bias: dict[str, float] | None = Field(None, max_length=1024)
     user: str | None = None
     # not in OpenAI's API; vLLM accepts the same names
     top_k: int | None = Field(None, ge=0, description="keep the k most likely tokens; 0 = off")
