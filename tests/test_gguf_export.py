@@ -1,4 +1,4 @@
-"""GGUF export (lucidlm.loading.gguf_export, files/gguf_write.py, loading/quantize.py) against
+"""GGUF export, Llama and GPT-2 families (lucidlm.loading.gguf_export, files/gguf_write.py, loading/quantize.py) against
 independent readers: the ``gguf`` package (llama.cpp's own Python reader and quantisers: bytes
 equal), transformers' GGUF loader (logits and token ids equal), lucidlm's reader (round trip),
 and llama.cpp itself through llama-cpp-python where it is installed (``make llama-cpp``)."""
@@ -181,6 +181,43 @@ def test_llama_cpp_runs_it(exported, model, tokenizer):
         assert torch.equal(theirs.argmax(-1), ours.argmax(-1))
 
 
+@pytest.fixture(scope="module")
+def gpt2_exported(tokenizer, tmp_path_factory):
+    """A GPT-2-shaped model (learned positions, LayerNorm, GELU, biases) as llama.cpp's "gpt2". Its
+    1024 positions are GPT-2's: transformers' GGUF reader builds every GPT-2 with n_positions 1024."""
+    cfg = ModelConfig(name="tiny-gpt2", vocab_size=320, n_layer=2, n_head=4, n_embd=64, max_seq_len=1024,
+                      positions="learned", norm="layernorm", mlp="mlp", activation="gelu_tanh", bias=True,
+                      norm_bias=True, tie_embeddings=True)
+    torch.manual_seed(0)
+    model = build_model(cfg).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("bias"):
+                p.normal_(0, 0.1)  # biases that matter: a missing one would show in the logits
+    return model, export_gguf(model, tokenizer, tmp_path_factory.mktemp("gpt2") / "gpt2.gguf")
+
+
+def test_gpt2_family_in_transformers_and_llama_cpp(gpt2_exported, tokenizer):
+    transformers = pytest.importorskip("transformers")
+    model, path = gpt2_exported
+    reader = gguf.GGUFReader(str(path))
+    names = {t.name for t in reader.tensors}
+    assert {"position_embd.weight", "blk.1.attn_qkv.bias", "output.weight", "output_norm.bias"} <= names
+    ids = tokenizer.encode(TEXT)
+    with torch.no_grad():
+        ours = model(torch.tensor([ids]))[0]
+    hf = transformers.AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(hf(torch.tensor([ids])).logits[0], ours, atol=1e-4, rtol=0)
+    llama_cpp = pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (make llama-cpp builds it)")
+    llm = llama_cpp.Llama(model_path=str(path), n_ctx=128, logits_all=True, verbose=False, n_threads=1)
+    assert llm.tokenize(TEXT.encode(), add_bos=False, special=False) == ids
+    llm.eval(ids)
+    theirs = torch.tensor(np.asarray(llm.scores[: len(ids)]))
+    llm.close()
+    torch.testing.assert_close(theirs, ours, atol=1e-3, rtol=0)
+
+
 # ----------------------------------------------------------------------------------------------
 # what cannot be exported, and the command
 
@@ -197,6 +234,10 @@ def test_what_llama_cpp_cannot_run_is_refused(tokenizer, tmp_path):
     cl = train_bpe("some text " * 20, 270, pattern=r"\w+|\s", name="odd")
     with pytest.raises(ValueError, match="pre-tokenizer regexes"):
         export_gguf(llama, cl, tmp_path / "c.gguf")
+    relu_gpt2 = build_model(ModelConfig(vocab_size=320, n_layer=1, n_head=2, n_embd=32, max_seq_len=32,
+                                        positions="learned", norm="layernorm", mlp="mlp", activation="relu"))
+    with pytest.raises(ValueError, match="gpt2 graph uses GELU"):
+        export_gguf(relu_gpt2, tokenizer, tmp_path / "e.gguf")
     with pytest.raises(ValueError, match="unknown weight type 'q5_k'"):
         export_gguf(llama, tokenizer, tmp_path / "d.gguf", weights="q5_k")
     assert not list(tmp_path.iterdir())  # nothing half-written

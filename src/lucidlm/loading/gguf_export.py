@@ -1,4 +1,4 @@
-"""A lucidlm Llama-family model and its tokenizer -> one GGUF file that llama.cpp runs.
+"""A lucidlm Llama- or GPT-2-family model and its tokenizer -> one GGUF file that llama.cpp runs.
 
 What ``loading/gguf.py`` reads, written back, so the round trip is the first test:
 
@@ -10,6 +10,11 @@ What ``loading/gguf.py`` reads, written back, so the round trip is the first tes
     tensors    token_embd, blk.{i}.attn_q/k/v/output, ffn_gate/up/down, attn_norm, ffn_norm,
                output_norm (and output when the head is not tied): q and k rows permuted for
                llama.cpp's RoPE (``permute_qk``), fused q/k/v and gate/up split back apart
+
+A GPT-2-shaped model (learned positions, LayerNorm, GELU, biases) goes under llama.cpp's "gpt2"
+architecture instead: ``gpt2.*`` keys; token_embd, position_embd, blk.{i}.attn_qkv (q, k, v
+still fused, with its bias), attn_output, ffn_up, ffn_down, attn_norm and ffn_norm with their
+biases, output_norm, and output (written even when tied to the embedding, which llama.cpp reads).
 
 Matrices are written in the type asked for (f32, f16, q8_0, q4_0, q4_1: ``quantize.py``); norms
 stay f32, as llama.cpp's converter keeps them. ``general.file_type`` says which type dominates,
@@ -32,13 +37,43 @@ from torch import nn
 from lucidlm.files.gguf_write import TensorData, write_gguf
 from lucidlm.loading.checkpoint import model_state
 from lucidlm.loading.gguf import ROPE_PERMUTED, permute_qk, rules
-from lucidlm.loading.hf import llama_config_to_hf
-from lucidlm.loading.names import expand, scatter
+from lucidlm.loading.hf import gpt2_config_to_hf, llama_config_to_hf
+from lucidlm.loading.names import Rule, expand, scatter
 from lucidlm.loading.quantize import BLOCK, GGML_TYPE, tensor_bytes
 
 # general.file_type: llama.cpp's LLAMA_FTYPE for a file whose matrices are of this type
 FILE_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 7}
 TOKEN_NORMAL, TOKEN_CONTROL, TOKEN_UNUSED = 1, 3, 5
+
+
+def gpt2_rules(cfg) -> tuple[list[Rule], list[Rule]]:
+    """(global rules, per-layer rules): lucidlm name <- llama.cpp's GPT-2 tensor names."""
+    top = [Rule("embed.tokens.weight", ("token_embd.weight",)), Rule("embed.positions.weight", ("position_embd.weight",)),
+           Rule("norm.weight", ("output_norm.weight",)), Rule("norm.bias", ("output_norm.bias",)),
+           Rule("embed.tokens.weight" if cfg.tie_embeddings else "lm_head.weight", ("output.weight",))]
+    layer = [Rule(f"layers.{{i}}.{ours}.{p}", (f"blk.{{i}}.{theirs}.{p}",))
+             for ours, theirs in (("norm_attn", "attn_norm"), ("attn.qkv", "attn_qkv"), ("attn.proj", "attn_output"),
+                                  ("norm_mlp", "ffn_norm"), ("mlp.fc", "ffn_up"), ("mlp.proj", "ffn_down"))
+             for p in ("weight", "bias")]
+    return top, layer
+
+
+def _architecture(cfg) -> str:
+    """"llama" or "gpt2": which llama.cpp graph computes what this model computes (else ValueError)."""
+    if cfg.arch != "decoder":
+        raise ValueError(f"GGUF export writes decoders; this model is an {cfg.arch}")
+    family, check = ("gpt2", gpt2_config_to_hf) if cfg.positions == "learned" else ("llama", llama_config_to_hf)
+    try:
+        check(cfg)  # the same shape checks as the Hugging Face export
+    except ValueError as exc:
+        raise ValueError(str(exc).replace(f"Hugging Face {family}", f"GGUF (llama.cpp's {family})") + "; lucidlm's "
+                         "own recipes (ReLU^2 MLP, RMSNorm with learned positions, ...) have no llama.cpp "
+                         "counterpart") from None
+    if family == "llama" and cfg.bias:
+        raise ValueError("GGUF export: llama.cpp's llama graph has no biases; this model has them (bias=true)")
+    if family == "gpt2" and cfg.activation != "gelu_tanh":
+        raise ValueError(f"GGUF export: llama.cpp's gpt2 graph uses GELU (tanh); this model has {cfg.activation!r}")
+    return family
 
 
 def _pre_tokenizer_name(tokenizer) -> str:
@@ -104,41 +139,38 @@ def tokenizer_metadata(tokenizer, vocab_size: int) -> dict[str, tuple[str, objec
 
 def export_gguf(model: nn.Module, tokenizer, path: str | os.PathLike, *, weights: str = "f32",
                 name: str | None = None) -> Path:
-    """Write ``model`` (a Llama-shaped lucidlm decoder: RoPE, RMSNorm, SwiGLU, no biases) and its
+    """Write ``model`` (a Llama-shaped lucidlm decoder: RoPE, RMSNorm, SwiGLU, no biases; or a
+    GPT-2-shaped one: learned positions, LayerNorm, GELU, biases) and its
     ``tokenizer`` as a GGUF file whose matrices are ``weights`` ("f32", "f16", "q8_0", "q4_0", "q4_1")."""
     if weights not in FILE_TYPE:
         raise ValueError(f"unknown weight type {weights!r}; choose from {', '.join(FILE_TYPE)}")
     model = getattr(model, "_orig_mod", model)
     cfg = model.cfg
-    if cfg.arch != "decoder":
-        raise ValueError(f"GGUF export writes decoders; this model is an {cfg.arch}")
-    try:
-        llama_config_to_hf(cfg)  # the same shape checks: what llama.cpp's "llama" graph computes
-    except ValueError as exc:
-        raise ValueError(str(exc).replace("Hugging Face llama", "GGUF (llama.cpp's llama)") + "; lucidlm's own "
-                         "recipes (ReLU^2 MLP, LayerNorm, learned positions) have no llama.cpp counterpart") from None
-    if cfg.bias:
-        raise ValueError("GGUF export: llama.cpp's llama graph has no biases; this model has them (bias=true)")
+    arch = _architecture(cfg)
     if tokenizer is None:
         raise ValueError("GGUF export needs the model's tokenizer: llama.cpp reads it from the same file")
     meta: dict[str, tuple[str, object]] = {
-        "general.architecture": ("str", "llama"),
+        "general.architecture": ("str", arch),
         "general.name": ("str", name or cfg.name or "lucidlm"),
         "general.file_type": ("u32", FILE_TYPE[weights]),
         "general.quantization_version": ("u32", 2),
-        "llama.context_length": ("u32", cfg.max_seq_len),
-        "llama.embedding_length": ("u32", cfg.n_embd),
-        "llama.block_count": ("u32", cfg.n_layer),
-        "llama.feed_forward_length": ("u32", cfg.hidden_size),
-        "llama.attention.head_count": ("u32", cfg.n_head),
-        "llama.attention.head_count_kv": ("u32", cfg.kv_heads),
-        "llama.rope.freq_base": ("f32", float(cfg.rope_theta)),
-        "llama.rope.dimension_count": ("u32", cfg.head_size),
-        "llama.attention.layer_norm_rms_epsilon": ("f32", float(cfg.norm_eps)),
-        "llama.vocab_size": ("u32", cfg.vocab_size),
-        **tokenizer_metadata(tokenizer, cfg.vocab_size),
+        f"{arch}.context_length": ("u32", cfg.max_seq_len),
+        f"{arch}.embedding_length": ("u32", cfg.n_embd),
+        f"{arch}.block_count": ("u32", cfg.n_layer),
+        f"{arch}.feed_forward_length": ("u32", cfg.hidden_size),
+        f"{arch}.attention.head_count": ("u32", cfg.n_head),
+        f"{arch}.vocab_size": ("u32", cfg.vocab_size),
     }
-    theirs = scatter(model_state(model), expand(*rules(cfg), cfg.n_layer), cfg)  # GGUF name -> tensor
+    if arch == "llama":
+        meta |= {"llama.attention.head_count_kv": ("u32", cfg.kv_heads),
+                 "llama.rope.freq_base": ("f32", float(cfg.rope_theta)),
+                 "llama.rope.dimension_count": ("u32", cfg.head_size),
+                 "llama.attention.layer_norm_rms_epsilon": ("f32", float(cfg.norm_eps))}
+    else:
+        meta["gpt2.attention.layer_norm_epsilon"] = ("f32", float(cfg.norm_eps))
+    meta |= tokenizer_metadata(tokenizer, cfg.vocab_size)
+    table = rules(cfg) if arch == "llama" else gpt2_rules(cfg)
+    theirs = scatter(model_state(model), expand(*table, cfg.n_layer), cfg)  # GGUF name -> tensor
     tensors = []
     for gguf_name, w in theirs.items():
         heads = ROPE_PERMUTED.get(gguf_name.split(".", 2)[-1])
