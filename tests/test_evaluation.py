@@ -128,6 +128,26 @@ def test_cli_perplexity(checkpoint, tmp_path, capsys):
     assert "stride=99" in capsys.readouterr().err
 
 
+def test_perplexity_of_a_prepared_dataset(model, tokenizer, checkpoint, tmp_path, capsys):
+    from lucidlm.data import TokenDataset, prepare_dataset
+    from lucidlm.evaluation import perplexity_of_ids
+
+    (tmp_path / "t.txt").write_text(tiny_shakespeare()[-6000:], encoding="utf-8")
+    prepare_dataset(str(tmp_path / "t.txt"), tmp_path / "ds", tokenizer=str(checkpoint), progress=False)
+    ids = [int(i) for i in TokenDataset(tmp_path / "ds", "val").data[:40]]
+    result = perplexity_of_ids(model, tokenizer, ids)
+    assert result.nll == pytest.approx(float(_reference_nll(model, ids).sum()), rel=1e-6)
+    assert result.tokens == 39 and result.bytes == len(tokenizer.decode(ids[1:]).encode())
+    assert main(["eval", "perplexity", "--model", str(checkpoint), "--data", str(tmp_path / "ds"), "--quiet"]) == 0
+    assert "(val):" in capsys.readouterr().out
+    prepare_dataset(str(tmp_path / "t.txt"), tmp_path / "chars", tokenizer="char", progress=False)
+    assert main(["eval", "perplexity", "--model", str(checkpoint), "--data", str(tmp_path / "chars")]) == 2
+    assert "was tokenized with another tokenizer" in capsys.readouterr().err
+    assert main(["eval", "perplexity", "--model", str(checkpoint), "--data", str(tmp_path / "ds"),
+                 "--text", "x"]) == 2
+    assert "one of them" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------------------
 # lm-evaluation-harness
 

@@ -28,10 +28,32 @@ def _model(args):
 def cmd_perplexity(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from lucidlm.evaluation import perplexity
+    from lucidlm.evaluation import perplexity, perplexity_of_ids
 
-    if (args.file is None) == (args.text is None):
-        raise ValueError("give the text to score as --file PATH or --text TEXT (one of them)")
+    if sum(x is not None for x in (args.file, args.text, args.data)) != 1:
+        raise ValueError("give what to score as --file PATH, --text TEXT or --data DATASET_DIR (one of them)")
+    if args.data is not None:
+        from lucidlm.data import TokenDataset
+
+        ds = TokenDataset(args.data, args.split)
+        if ds.row_length is not None:
+            raise ValueError(f"{args.data} holds padded rows (one sequence each), not a text stream; "
+                             "score a text file with --file")
+        model, tokenizer = _model(args)
+        ds.check_vocab(model.cfg.vocab_size)
+        probe = "The quick brown fox, 1234!"
+        try:
+            same = ds.tokenizer().encode(probe) == tokenizer.encode(probe)
+        except ValueError:  # a vocabulary that cannot spell the probe: compare what can be compared
+            same = ds.tokenizer().vocab_size == tokenizer.vocab_size
+        if not same:
+            raise ValueError(f"{args.data} was tokenized with another tokenizer than {args.model}'s: its ids mean "
+                             "other text to this model")
+        ids = ds.data[: args.max_tokens] if args.max_tokens else ds.data
+        result = perplexity_of_ids(model, tokenizer, ids, context=args.context, stride=args.stride,
+                                   progress=not args.quiet)
+        print(f"{args.model} on {args.data} ({args.split}): {result.summary()}")
+        return 0
     if args.file is not None:
         path = Path(args.file)
         if not path.is_file():
@@ -100,6 +122,9 @@ def register_cli(subparsers) -> None:
     model_args(pp)
     pp.add_argument("--file", help="a UTF-8 text file")
     pp.add_argument("--text", help="the text itself")
+    pp.add_argument("--data", help="a prepared token dataset (lucidlm data prepare), scored as it was tokenized")
+    pp.add_argument("--split", default="val", help="the dataset's split (default: %(default)s)")
+    pp.add_argument("--max-tokens", type=positive_int, default=None, help="score only the split's first N tokens")
     pp.add_argument("--context", type=positive_int, default=None, help="tokens a window feeds (default: the model's)")
     pp.add_argument("--stride", type=positive_int, default=None, help="tokens a window advances (default: context)")
     pp.add_argument("--quiet", action="store_true", help="no progress bar")

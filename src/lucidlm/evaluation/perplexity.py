@@ -117,3 +117,14 @@ def perplexity(model, tokenizer, text: str, *, context: int | None = None, strid
     scored_bytes = len(text.encode("utf-8")) if bos is not None and ids[0] == bos else \
         len(tokenizer.decode(ids[1:]).encode("utf-8"))
     return Perplexity(int(nll.numel()), float(nll.sum()), scored_bytes, seconds)
+
+
+def perplexity_of_ids(model, tokenizer, ids: Sequence[int], *, context: int | None = None, stride: int | None = None,
+                      progress: bool = False) -> Perplexity:
+    """The perplexity of ``model`` on token ids already made (a prepared dataset's split): every
+    id but the first is scored; bytes are those of the scored ids, decoded by ``tokenizer``."""
+    start = time.perf_counter()
+    nll = token_nll(model, ids, context=context, stride=stride, progress=progress)
+    seconds = time.perf_counter() - start
+    scored_bytes = len(tokenizer.decode([int(i) for i in ids[1:]]).encode("utf-8"))
+    return Perplexity(int(nll.numel()), float(nll.sum()), scored_bytes, seconds)
