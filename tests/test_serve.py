@@ -290,6 +290,24 @@ def test_seeded_sampling_is_reproducible(client):
     assert len({ask(s) for s in range(4)}) > 1
 
 
+def test_streaming_several_prompts_and_samples_equals_the_whole_answer(client):
+    """prompt as a list and n > 1, streamed: each chunk names its choice; joined per index, the text
+    equals the same request unstreamed; finish reasons arrive per choice; one usage at the end."""
+    request = dict(model=MODEL, prompt=["Once upon a time", "The capital of France"], n=2, max_tokens=8, seed=5,
+                   temperature=0.9)
+    whole = client.completions.create(**request)
+    chunks = list(client.completions.create(**request, stream=True, stream_options={"include_usage": True}))
+    texts, finished = {}, {}
+    for c in chunks[:-1]:
+        (choice,) = c.choices
+        texts[choice.index] = texts.get(choice.index, "") + choice.text
+        if choice.finish_reason:
+            finished[choice.index] = choice.finish_reason
+    assert texts == {c.index: c.text for c in whole.choices}
+    assert finished == {c.index: c.finish_reason for c in whole.choices}
+    assert chunks[-1].choices == [] and chunks[-1].usage.model_dump() == whole.usage.model_dump()
+
+
 def test_concurrent_streams_batch_and_match_sequential(server, client, model, tokenizer):
     prompts = [f"Question {i}: what comes after {i}?" * (1 + i % 3) for i in range(8)]
     expected = [tokenizer.decode(greedy_reference(model, tokenizer, chat_prompt_ids(
@@ -346,10 +364,6 @@ def _post(server, path: str, content: bytes | None = None, **kw):
     (json.dumps({"model": MODEL, "prompt": "hi", "max_token": 5}).encode(), 400, "max_token", "unknown_parameter"),
     (json.dumps({"model": MODEL, "prompt": "hi", "n": 17}).encode(), 400, "n", "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": "hi", "max_tokens": 0}).encode(), 400, "max_tokens", "invalid_value"),
-    (json.dumps({"model": MODEL, "prompt": ["a", "b"], "stream": True}).encode(), 400, "stream",
-     "unsupported_parameter"),
-    (json.dumps({"model": MODEL, "prompt": "hi", "n": 2, "stream": True}).encode(), 400, "stream",
-     "unsupported_parameter"),
     (json.dumps({"model": MODEL, "prompt": ["a"] * 65}).encode(), 400, "prompt", "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": [[1, 2], []]}).encode(), 400, "prompt.1", "invalid_value"),
     (json.dumps({"model": MODEL, "prompt": [99999999]}).encode(), 400, "prompt", "invalid_value"),

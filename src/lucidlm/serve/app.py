@@ -148,9 +148,6 @@ def create_app(
             raise APIError(400, "max_tokens=0 generates nothing: it is for scoring a prompt, with echo=true and "
                            "logprobs set.", param="max_tokens", code="invalid_value")
         prompts = _prompt_list(body.prompt)
-        if body.stream and len(prompts) * body.n > 1:
-            raise APIError(400, "Streaming takes one prompt and n=1 here; send one request per prompt to stream "
-                           "several.", param="stream", code="unsupported_parameter")
         gens, echoes = [], []
         for text, ids in prompts:
             ids = state.encode(text, add_special=True) if ids is None else ids
@@ -170,13 +167,14 @@ def create_app(
             for handle, _ in submitted:  # a full queue refuses the whole request, not part of it
                 handle.cancel()
             raise
-        meta = _Meta(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model_name, echoes[0])
-        if body.stream:
+        meta = _Meta(f"cmpl-{uuid.uuid4().hex}", int(time.time()), model_name)
+        if body.stream:  # every choice's tokens as they come, each chunk naming its choice's index
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            handle, events = submitted[0]
-            chunks = _stream_completion(state, _events(request, handle, events), meta, body.logprobs, include_usage,
-                                        gens[0].prompt_ids)
-            return StreamingResponse(_cancel_on_close(chunks, handle), media_type="text/event-stream")
+            merged = _merge([_events(request, h, q) for h, q in submitted])
+            chunks = _stream_completion(state, merged, meta, body.logprobs, include_usage,
+                                        [gen.prompt_ids for gen in gens], echoes, body.n)
+            return StreamingResponse(_cancel_on_close(chunks, *[h for h, _ in submitted]),
+                                     media_type="text/event-stream")
         results = await asyncio.gather(*(_gather(_events(request, h, q)) for h, q in submitted))
         choices, prompt_tokens, completion_tokens = [], 0, 0
         for i, (gen, echo, (scored, tokens, text, done)) in enumerate(zip(gens, echoes, results)):
@@ -387,8 +385,8 @@ class _State:
 
 
 class _Meta:
-    def __init__(self, id: str, created: int, model: str, echo: str = "") -> None:
-        self.id, self.created, self.model, self.echo = id, created, model, echo
+    def __init__(self, id: str, created: int, model: str) -> None:
+        self.id, self.created, self.model = id, created, model
 
 
 def _content_text(content) -> str:
@@ -493,47 +491,83 @@ async def _gather(events: AsyncIterator[Event]) -> tuple[PromptEvent | None, lis
     raise APIError(499, "client closed the request", code="client_closed")  # only reached on disconnect
 
 
-async def _cancel_on_close(chunks: AsyncIterator[str], handle: Handle) -> AsyncIterator[str]:
+async def _merge(streams: list[AsyncIterator[Event]]) -> AsyncIterator[tuple[int, Event]]:
+    """The events of several requests as they arrive, each as (its index in ``streams``, event)."""
+    queue: asyncio.Queue = asyncio.Queue()
+
+    async def pump(i: int, events: AsyncIterator[Event]) -> None:
+        try:
+            async for event in events:
+                await queue.put((i, event))
+        finally:
+            await queue.put((i, None))  # this stream has ended
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        running = len(tasks)
+        while running:
+            i, event = await queue.get()
+            if event is None:
+                running -= 1
+            else:
+                yield i, event
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _cancel_on_close(chunks: AsyncIterator[str], *handles: Handle) -> AsyncIterator[str]:
     """Pass the chunks on; when the response stops early (the client went away: the server cancels
     or fails the send), cancel the request at once rather than when the generators are collected."""
     try:
         async for chunk in chunks:
             yield chunk
     finally:
-        handle.cancel()
+        for handle in handles:
+            handle.cancel()
 
 
 def _sse(obj) -> str:
     return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
-async def _stream_completion(state: _State, events: AsyncIterator[Event], meta: _Meta, logprobs: int | None,
-                             include_usage: bool, prompt_ids) -> AsyncIterator[str]:
-    def chunk(text: str, lp, finish: str | None) -> str:
-        choice = {"text": text, "index": 0, "logprobs": lp, "finish_reason": finish}
+async def _stream_completion(state: _State, events: AsyncIterator[tuple[int, Event]], meta: _Meta,
+                             logprobs: int | None, include_usage: bool, prompt_ids: list, echoes: list[str],
+                             n: int) -> AsyncIterator[str]:
+    """Server-sent chunks of one or more choices (prompts x n samples), as their events arrive;
+    then the usage (each prompt counted once) and [DONE] once every choice has finished."""
+    def chunk(index: int, text: str, lp, finish: str | None) -> str:
+        choice = {"text": text, "index": index, "logprobs": lp, "finish_reason": finish}
         return _sse({"id": meta.id, "object": "text_completion", "created": meta.created, "model": meta.model,
                      "choices": [choice]})
 
-    offset = len(meta.echo)
-    if meta.echo and logprobs is None:
-        yield chunk(meta.echo, None, None)
-    async for event in events:
+    offsets = [len(echo) for echo in echoes]
+    for i, echo in enumerate(echoes):
+        if echo and logprobs is None:
+            yield chunk(i, echo, None, None)
+    left, prompt_tokens, completion_tokens = len(echoes), 0, 0
+    async for i, event in events:
         if isinstance(event, PromptEvent):  # echo with logprobs: the prompt and its scores come first
-            yield chunk(meta.echo, _prompt_logprobs(state, prompt_ids, event), None)
+            yield chunk(i, echoes[i], _prompt_logprobs(state, prompt_ids[i], event), None)
         elif isinstance(event, TokenEvent):
             if event.text or logprobs is not None:
-                lp = _completion_logprobs(state, [event], offset) if logprobs is not None else None
-                offset += len(state.token_text(event.token_id))
-                yield chunk(event.text, lp, None)
+                lp = _completion_logprobs(state, [event], offsets[i]) if logprobs is not None else None
+                offsets[i] += len(state.token_text(event.token_id))
+                yield chunk(i, event.text, lp, None)
         elif isinstance(event, DoneEvent):
-            yield chunk(event.text, None, event.finish_reason)
-            if include_usage:
-                yield _sse({"id": meta.id, "object": "text_completion", "created": meta.created,
-                            "model": meta.model, "choices": [],
-                            "usage": _usage(event.prompt_tokens, event.completion_tokens)})
-            yield "data: [DONE]\n\n"
+            yield chunk(i, event.text, None, event.finish_reason)
+            prompt_tokens += event.prompt_tokens if i % n == 0 else 0
+            completion_tokens += event.completion_tokens
+            left -= 1
+            if left == 0:
+                if include_usage:
+                    yield _sse({"id": meta.id, "object": "text_completion", "created": meta.created,
+                                "model": meta.model, "choices": [], "usage": _usage(prompt_tokens, completion_tokens)})
+                yield "data: [DONE]\n\n"
+                return
         else:
             yield _sse(_error_of(event).body())
+            return
 
 
 async def _stream_chat(state: _State, events: AsyncIterator[Event], meta: _Meta, logprobs: bool,
