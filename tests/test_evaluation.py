@@ -236,6 +236,11 @@ def test_harness_through_the_server_gives_the_same_numbers(model, tokenizer, che
         assert _loglikelihoods(served, "lucidlm_mc") == [pytest.approx(row, abs=1e-4)
                                                          for row in _loglikelihoods(in_process, "lucidlm_mc")]
         assert served["results"]["lucidlm_mc"]["acc,none"] == in_process["results"]["lucidlm_mc"]["acc,none"]
+        # no tokenizer directory: the harness finds the server's own tokenizer routes (vLLM's /tokenize ...)
+        remote = _evaluate("local-completions", "lucidlm_mc", task_dir, model_args=(
+            f"model=tiny,base_url={url}/v1/completions,num_concurrent=1,max_retries=1"))
+        assert _loglikelihoods(remote, "lucidlm_mc") == [pytest.approx(row, abs=1e-4)
+                                                         for row in _loglikelihoods(in_process, "lucidlm_mc")]
         # generation through the chat route, the chat template applied by the server; in-process the same
         chat = _evaluate("local-chat-completions", "lucidlm_gen", task_dir, apply_chat_template=True, model_args=(
             f"model=tiny,base_url={url}/v1/chat/completions,num_concurrent=1,max_retries=1"))

@@ -290,6 +290,23 @@ def test_seeded_sampling_is_reproducible(client):
     assert len({ask(s) for s in range(4)}) > 1
 
 
+def test_tokenizer_routes_as_vllm_serves_them(server, tokenizer):
+    """/tokenizer_info, /tokenize, /detokenize: what lm-evaluation-harness's remote tokenizer reads."""
+    info = httpx2.get(server.url + "/tokenizer_info").json()
+    assert info["eos_token"] == "<|im_end|>" and info["model_max_length"] == CONTEXT
+    assert info["chat_template"] == tokenizer.chat_template
+    text = "<|im_start|>user\nHello, world!<|im_end|>"
+    r = _post(server, "/tokenize", json={"prompt": text, "add_special_tokens": False})
+    assert r.json()["tokens"] == encode_prompt(tokenizer, text, add_special=False)
+    assert r.json()["count"] == len(r.json()["tokens"])
+    r = _post(server, "/detokenize", json={"tokens": r.json()["tokens"]})
+    assert r.json() == {"prompt": text}
+    r = _post(server, "/detokenize", json={"tokens": [1, 10**9]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "tokens"
+    r = _post(server, "/tokenize", json={"prompt": "hi", "model": "gpt-5"})
+    assert r.status_code == 404
+
+
 def test_streaming_several_prompts_and_samples_equals_the_whole_answer(client):
     """prompt as a list and n > 1, streamed: each chunk names its choice; joined per index, the text
     equals the same request unstreamed; finish reasons arrive per choice; one usage at the end."""

@@ -46,7 +46,13 @@ from lucidlm.serve.engine import (
     TokenEvent,
 )
 from lucidlm.serve.errors import APIError, BodySizeLimit, validation_error
-from lucidlm.serve.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from lucidlm.serve.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    DetokenizeRequest,
+    EmbeddingRequest,
+    TokenizeRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +141,37 @@ def create_app(
         if name not in state.model_names():
             raise _unknown_model(name)
         return state.model_card(name)
+
+    # vLLM's tokenizer routes: lm-evaluation-harness's local-completions uses them when the model
+    # is given without a tokenizer directory (tokenizer_backend "remote", or "auto" which finds them)
+    @app.get("/tokenizer_info")
+    async def tokenizer_info() -> dict:
+        tok = tokenizer
+        names = {role: _special_text(tok, getattr(tok, f"{role}_id", None)) for role in ("bos", "eos", "pad")}
+        return {"tokenizer_class": type(tok).__name__, "model_max_length": engine.max_context,
+                "bos_token": names["bos"], "eos_token": names["eos"], "pad_token": names["pad"],
+                "chat_template": chat_template or None}
+
+    @app.post("/tokenize")
+    async def tokenize(body: TokenizeRequest) -> dict:
+        if body.model is not None:
+            state.check_model(body.model)
+        ids = state.encode(body.prompt, add_special=body.add_special_tokens)
+        return {"tokens": ids, "count": len(ids), "max_model_len": engine.max_context}
+
+    @app.post("/detokenize")
+    async def detokenize(body: DetokenizeRequest) -> dict:
+        if body.model is not None:
+            state.check_model(body.model)
+        V = engine.model.cfg.vocab_size
+        bad = [i for i in body.tokens if not 0 <= i < V]
+        if bad:
+            raise APIError(400, f"Token id {bad[0]} is outside the vocabulary (0 to {V - 1}).", param="tokens",
+                           code="invalid_value")
+        try:
+            return {"prompt": tokenizer.decode(body.tokens)}
+        except ValueError as exc:  # an id the tokenizer does not know (a vocabulary padded past it)
+            raise APIError(400, f"Could not decode the tokens: {exc}", param="tokens", code="invalid_value") from None
 
     @app.post("/v1/completions")
     async def completions(body: CompletionRequest, request: Request):
@@ -387,6 +424,14 @@ class _State:
 class _Meta:
     def __init__(self, id: str, created: int, model: str) -> None:
         self.id, self.created, self.model = id, created, model
+
+
+def _special_text(tokenizer, token_id: int | None) -> str | None:
+    """The text of a special token id ("<|im_end|>"), or None."""
+    if token_id is None:
+        return None
+    specials = {i: text for text, i in (getattr(tokenizer, "special_tokens", None) or {}).items()}
+    return specials.get(token_id) or tokenizer.decode([token_id])
 
 
 def _content_text(content) -> str:

@@ -83,6 +83,21 @@ class ChatCompletionRequest(_Sampling):
     top_logprobs: int | None = Field(None, ge=0, le=20)
 
 
+class TokenizeRequest(_Strict):
+    """POST /tokenize (vLLM's): the ids the server's tokenizer gives a text."""
+
+    prompt: str
+    add_special_tokens: bool = True  # BOS where the tokenizer adds one
+    model: str | None = None
+
+
+class DetokenizeRequest(_Strict):
+    """POST /detokenize (vLLM's): the text of token ids."""
+
+    tokens: Annotated[list[int], Field(max_length=1_000_000)]
+    model: str | None = None
+
+
 class EmbeddingRequest(_Strict):
     """POST /v1/embeddings: one vector per input text."""
 
