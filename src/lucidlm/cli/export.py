@@ -27,6 +27,18 @@ def cmd_export(args: argparse.Namespace) -> int:
     if out.exists() and not args.overwrite:
         raise ValueError(f"{out} exists; pass --overwrite to replace it")
     model, tokenizer = load_model(args.model)
+    try:
+        return _export(args, out, model, tokenizer)
+    except ValueError as exc:
+        if "cannot export as" not in str(exc):
+            raise
+        raise ValueError(f"{exc}. Other tools run two shapes: GPT-2's (positions = \"learned\", norm = \"layernorm\", "
+                         "activation = \"gelu_tanh\", bias = true) and Llama's (positions = \"rope\", norm = \"rmsnorm\", "
+                         "mlp = \"swiglu\", activation = \"silu\", bias = false): train with one of them in the "
+                         "config's [model] to export the model") from None
+
+
+def _export(args: argparse.Namespace, out, model, tokenizer) -> int:
     if args.to == "hf":
         from lucidlm.loading.hf import save_hf
 

@@ -66,9 +66,7 @@ def _architecture(cfg) -> str:
     try:
         check(cfg)  # the same shape checks as the Hugging Face export
     except ValueError as exc:
-        raise ValueError(str(exc).replace(f"Hugging Face {family}", f"GGUF (llama.cpp's {family})") + "; lucidlm's "
-                         "own recipes (ReLU^2 MLP, RMSNorm with learned positions, ...) have no llama.cpp "
-                         "counterpart") from None
+        raise ValueError(str(exc).replace(f"Hugging Face {family}", f"GGUF (llama.cpp's {family})")) from None
     if family == "llama" and cfg.bias:
         raise ValueError("GGUF export: llama.cpp's llama graph has no biases; this model has them (bias=true)")
     if family == "gpt2" and cfg.activation != "gelu_tanh":
