@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     test = read_smiles(asset_path("moses", "test"))
     sample = [test[i] for i in np.random.default_rng(0).choice(len(test), size=min(args.n, len(test)), replace=False)]
     spread = compute_properties(sample, [name], n_jobs=args.n_jobs)[name]
-    mean_mad = {v: float(np.abs(spread - v).mean()) for v in args.values}
+    mean_mad = {r["asked"]: float(np.abs(spread - r["asked"]).mean()) for r in rows}  # asked: the nearest token
     print(f"\n{name}: asked  valid   unique  novelty  MAD     SD      mean    (MAD of MOSES test itself)")
     for r in rows:
         print(f"  {r['asked']:>9g}  {r['valid']:.3f}  {r['unique']:.3f}   {r['novelty']:.3f}    "
