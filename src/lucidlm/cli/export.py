@@ -55,7 +55,8 @@ def _export(args: argparse.Namespace, out, model, tokenizer) -> int:
     export_gguf(model, tokenizer, out, weights=args.weights)
     size = out.stat().st_size
     print(f"wrote {out}: {size / 1e6:.1f} MB, matrices in {args.weights}")
-    print(f"  llama.cpp: llama-cli -m {out}   |   lucidlm generate --model {out}")
+    also = f"   |   lucidlm generate --model {out}" if model.cfg.positions == "rope" else ""  # lucidlm reads llama GGUFs
+    print(f"  llama.cpp: llama-cli -m {out}{also}")
     return 0
 
 
