@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from lucidlm.tokenizers import CharTokenizer, load_tokenizer, train_bpe
 from lucidlm.tokenizers.corpus import tiny_shakespeare
-from lucidlm.tokenizers.hf_dir import LUCIDLM_TOKENIZER_FILE, save_hf_tokenizer
+from lucidlm.tokenizers.filenames import LUCIDLM_TOKENIZER_FILE
+from lucidlm.tokenizers.hf_dir import save_hf_tokenizer
 from lucidlm.tokenizers.simple import SMILES_SPECIAL_TOKENS, SmilesTokenizer
 
 transformers = pytest.importorskip("transformers")

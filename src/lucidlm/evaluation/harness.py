@@ -94,8 +94,7 @@ class LucidLM(TemplateLM):
                     raise ValueError("an empty continuation has no log-likelihood to score")
                 whole = (list(context) + list(continuation))[-(self.max_length + 1):]
                 rows.append(whole[:-1])
-                conts.append(list(continuation)[-len(whole) + 1:] if len(continuation) >= len(whole) else
-                             list(continuation))
+                conts.append(whole[len(whole) - min(len(continuation), len(whole) - 1):])  # all of it that was cut in
             width = max(len(r) for r in rows)
             x = torch.zeros(len(rows), width, dtype=torch.long, device=device)  # (B, T) right-padded
             for b, r in enumerate(rows):

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -110,13 +110,10 @@ def perplexity(model, tokenizer, text: str, *, context: int | None = None, strid
     bos = getattr(tokenizer, "bos_id", None)
     if add_bos and bos is not None and (not ids or ids[0] != bos):
         ids = [bos, *ids]
-    start = time.perf_counter()
-    nll = token_nll(model, ids, context=context, stride=stride, progress=progress)
-    seconds = time.perf_counter() - start
-    # with a BOS first, every token of the text is scored; without, all but the first
-    scored_bytes = len(text.encode("utf-8")) if bos is not None and ids[0] == bos else \
-        len(tokenizer.decode(ids[1:]).encode("utf-8"))
-    return Perplexity(int(nll.numel()), float(nll.sum()), scored_bytes, seconds)
+    result = perplexity_of_ids(model, tokenizer, ids, context=context, stride=stride, progress=progress)
+    if bos is not None and ids[0] == bos:  # every token of the text was scored: its bytes, exactly
+        result = replace(result, bytes=len(text.encode("utf-8")))
+    return result
 
 
 def perplexity_of_ids(model, tokenizer, ids: Sequence[int], *, context: int | None = None, stride: int | None = None,

@@ -25,6 +25,7 @@ from lucidlm.inspection.walkthrough import model_kind
 from lucidlm.loading.checkpoint import has_lora_adapters
 from lucidlm.loading.load import check_pretrained, load_model, pretrained_models
 from lucidlm.tokenizers import NAMED_TOKENIZERS, SmilesTokenizer, load_tokenizer
+from lucidlm.tokenizers.filenames import LUCIDLM_TOKENIZER_FILE
 from lucidlm.tokenizers.simple import SMILES_FORMAT
 from lucidlm.train.metrics import METRICS_FILE, read_metrics
 from lucidlm.train.seq2seq import load_seq2seq
@@ -324,7 +325,7 @@ class Workspace:
 
 def _smiles_checkpoint(path: Path) -> bool:
     """A checkpoint directory whose tokenizer file is a SmilesTokenizer's (read as JSON, small)."""
-    file = path / "tokenizer.lucidlm.json"
+    file = path / LUCIDLM_TOKENIZER_FILE
     if not file.is_file():
         file = path / "tokenizer.json"  # a checkpoint saved before the lucidlm file had a name of its own
     if not file.is_file() or file.stat().st_size > 1 << 20:

@@ -223,7 +223,8 @@ def save_tokenizer(tokenizer, folder: Path, *, model_max_length: int | None = No
     with the chat template and special tokens; ``tokenizers.hf_dir``), plus lucidlm's own file
     for the kinds HF's format cannot hold exactly (characters, SMILES). Returns the file lucidlm
     reads the tokenizer back from."""
-    from lucidlm.tokenizers.hf_dir import HF_TOKENIZER_FILE, LUCIDLM_TOKENIZER_FILE, save_hf_tokenizer
+    from lucidlm.tokenizers.filenames import HF_TOKENIZER_FILE, LUCIDLM_TOKENIZER_FILE
+    from lucidlm.tokenizers.hf_dir import save_hf_tokenizer
 
     save_hf_tokenizer(tokenizer, folder, model_max_length=model_max_length)
     own = folder / LUCIDLM_TOKENIZER_FILE
@@ -232,8 +233,8 @@ def save_tokenizer(tokenizer, folder: Path, *, model_max_length: int | None = No
 
 def load_tokenizer_from_dir(folder: Path):
     """The tokenizer saved beside the weights, or None when there is none."""
+    from lucidlm.tokenizers.filenames import LUCIDLM_TOKENIZER_FILE
     from lucidlm.tokenizers.formats import load_tokenizer_file
-    from lucidlm.tokenizers.hf_dir import LUCIDLM_TOKENIZER_FILE
 
     for name in (LUCIDLM_TOKENIZER_FILE, TOKENIZER_FILE, "vocab.txt"):
         if (folder / name).is_file():

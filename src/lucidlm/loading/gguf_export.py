@@ -31,7 +31,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from lucidlm.files.gguf_write import TensorData, write_gguf
@@ -180,5 +179,4 @@ def export_gguf(model: nn.Module, tokenizer, path: str | os.PathLike, *, weights
         elif w.shape[-1] % BLOCK and kind.startswith("q"):
             kind = "f16"  # rows that do not fill whole blocks, as llama.cpp's quantize falls back
         tensors.append(TensorData(gguf_name, tuple(w.shape), GGML_TYPE[kind], tensor_bytes(w, kind)))
-    with torch.no_grad():
-        return write_gguf(path, meta, tensors)
+    return write_gguf(path, meta, tensors)

@@ -53,6 +53,7 @@ from lucidlm.serve.schemas import (
     EmbeddingRequest,
     TokenizeRequest,
 )
+from lucidlm.tokenizers.hf_dir import token_text
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +147,9 @@ def create_app(
     # is given without a tokenizer directory (tokenizer_backend "remote", or "auto" which finds them)
     @app.get("/tokenizer_info")
     async def tokenizer_info() -> dict:
-        tok = tokenizer
-        names = {role: _special_text(tok, getattr(tok, f"{role}_id", None)) for role in ("bos", "eos", "pad")}
-        return {"tokenizer_class": type(tok).__name__, "model_max_length": engine.max_context,
+        ids = {role: getattr(tokenizer, f"{role}_id", None) for role in ("bos", "eos", "pad")}
+        names = {role: None if i is None else token_text(tokenizer, i) for role, i in ids.items()}
+        return {"tokenizer_class": type(tokenizer).__name__, "model_max_length": engine.max_context,
                 "bos_token": names["bos"], "eos_token": names["eos"], "pad_token": names["pad"],
                 "chat_template": chat_template or None}
 
@@ -424,14 +425,6 @@ class _State:
 class _Meta:
     def __init__(self, id: str, created: int, model: str) -> None:
         self.id, self.created, self.model = id, created, model
-
-
-def _special_text(tokenizer, token_id: int | None) -> str | None:
-    """The text of a special token id ("<|im_end|>"), or None."""
-    if token_id is None:
-        return None
-    specials = {i: text for text, i in (getattr(tokenizer, "special_tokens", None) or {}).items()}
-    return specials.get(token_id) or tokenizer.decode([token_id])
 
 
 def _content_text(content) -> str:

@@ -29,6 +29,7 @@ from typing import Literal
 import regex
 
 from lucidlm.files.jsonfile import read_json, write_json_atomic, write_text_atomic
+from lucidlm.tokenizers.filenames import refuse_hf_name
 from lucidlm.tokenizers.patterns import Splitter, resolve_pattern
 
 try:  # the optional C inner loop (setup.py builds it); the Python path below gives the same ids
@@ -432,8 +433,6 @@ class BPETokenizer:
     def save(self, path: str | os.PathLike) -> Path:
         """Write ``path`` (JSON, lossless) and ``path`` with suffix ``.vocab`` (for people to read).
         Not under the name tokenizer.json, which is Hugging Face's (``hf_dir.save_hf_tokenizer``)."""
-        from lucidlm.tokenizers.hf_dir import refuse_hf_name
-
         path = refuse_hf_name(path, "BPE")
         write_json_atomic(path, self.to_dict(), indent=None)
         write_text_atomic(path.with_suffix(".vocab"), self.vocab_listing())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from lucidlm.files.jsonfile import read_json
 from lucidlm.tokenizers.bpe import FORMAT_NAME, BPETokenizer
+from lucidlm.tokenizers.filenames import HF_TOKENIZER_FILE, LUCIDLM_TOKENIZER_FILE
 from lucidlm.tokenizers.patterns import CL100K_PATTERN, GPT2_PATTERN, O200K_PATTERN
 
 # What tiktoken itself registers for OpenAI's encodings (tiktoken_ext/openai_public.py).
@@ -101,7 +102,7 @@ def load_tokenizer_file(path: str | os.PathLike):
     """Open a tokenizer file of any supported kind, recognised by its content."""
     path = Path(path)
     if path.is_dir():
-        for candidate in ("tokenizer.lucidlm.json", "tokenizer.json", "vocab.txt"):
+        for candidate in (LUCIDLM_TOKENIZER_FILE, HF_TOKENIZER_FILE, "vocab.txt"):
             if (path / candidate).is_file():
                 return load_tokenizer_file(path / candidate)
         raise FileNotFoundError(f"{path} is a directory without tokenizer.json or vocab.txt")
@@ -130,7 +131,7 @@ def load_tokenizer_file(path: str | os.PathLike):
         if isinstance(data, dict) and isinstance(data.get("model"), dict):
             model_type = data["model"].get("type")
             if model_type == "WordLevel":  # what hf_dir writes for characters and SMILES
-                own = path.with_name("tokenizer.lucidlm.json")
+                own = path.with_name(LUCIDLM_TOKENIZER_FILE)
                 if own.is_file():
                     return load_tokenizer_file(own)
                 raise ValueError(f"{path} is a WordLevel tokenizer.json, which lucidlm reads through the "

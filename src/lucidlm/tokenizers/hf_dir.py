@@ -15,7 +15,7 @@ the same ids as lucidlm. Each kind of tokenizer becomes the HF model that does t
 
 ``tokenizer.json`` is HF's file name and lucidlm never writes its own format under it: a
 character or SMILES tokenizer's own file, which keeps what HF's cannot (how an unknown SMILES
-character is refused), is ``tokenizer.lucidlm.json`` beside it (``LUCIDLM_TOKENIZER_FILE``).
+character is refused), is ``tokenizer.lucidlm.json`` beside it (``filenames.py``).
 """
 
 from __future__ import annotations
@@ -24,19 +24,12 @@ import json
 import os
 from pathlib import Path
 
-HF_TOKENIZER_FILE, HF_CONFIG_FILE = "tokenizer.json", "tokenizer_config.json"
-LUCIDLM_TOKENIZER_FILE = "tokenizer.lucidlm.json"
-
-
-def refuse_hf_name(path: str | os.PathLike, kind: str) -> Path:
-    """``path``, unless it is named tokenizer.json: that name means HF's format to every other
-    tool, so lucidlm's own never goes there."""
-    path = Path(path)
-    if path.name == HF_TOKENIZER_FILE:
-        raise ValueError(f"{path}: tokenizer.json is Hugging Face's file name, and this writes lucidlm's own "
-                         f"{kind} format; save it as {path.with_name(LUCIDLM_TOKENIZER_FILE)} (or any other name), "
-                         "or write HF's format with lucidlm.tokenizers.hf_dir.save_hf_tokenizer(tokenizer, folder)")
-    return path
+from lucidlm.files.jsonfile import write_json_atomic
+from lucidlm.tokenizers.bpe import BPETokenizer
+from lucidlm.tokenizers.filenames import HF_CONFIG_FILE, HF_TOKENIZER_FILE, LUCIDLM_TOKENIZER_FILE
+from lucidlm.tokenizers.hf import to_tokenizer_json
+from lucidlm.tokenizers.simple import SMILES_SPECIAL_TOKENS, CharTokenizer, SmilesTokenizer
+from lucidlm.tokenizers.wordpiece import WordPieceTokenizer
 
 
 def _added(content: str, token_id: int) -> dict:
@@ -63,13 +56,7 @@ def word_level_json(tokens: list[str], pattern: str, special: list[tuple[str, in
 
 def tokenizer_json(tokenizer) -> dict:
     """``tokenizer`` (any lucidlm tokenizer) as the contents of a Hugging Face tokenizer.json."""
-    from lucidlm.tokenizers.bpe import BPETokenizer
-    from lucidlm.tokenizers.simple import SMILES_SPECIAL_TOKENS, CharTokenizer, SmilesTokenizer
-    from lucidlm.tokenizers.wordpiece import WordPieceTokenizer
-
     if isinstance(tokenizer, BPETokenizer):
-        from lucidlm.tokenizers.hf import to_tokenizer_json
-
         return to_tokenizer_json(tokenizer)
     if isinstance(tokenizer, WordPieceTokenizer):
         return tokenizer.to_dict()
@@ -92,7 +79,7 @@ def tokenizer_config(tokenizer, *, chat_template: str | None = None, model_max_l
     for role in ("bos", "eos", "pad", "unk"):
         token_id = getattr(tokenizer, f"{role}_id", None)
         if token_id is not None:
-            config[f"{role}_token"] = _token_text(tokenizer, token_id)
+            config[f"{role}_token"] = token_text(tokenizer, token_id)
     template = chat_template or getattr(tokenizer, "chat_template", None)
     if template:
         config["chat_template"] = template
@@ -102,7 +89,8 @@ def tokenizer_config(tokenizer, *, chat_template: str | None = None, model_max_l
     return config
 
 
-def _token_text(tokenizer, token_id: int) -> str:
+def token_text(tokenizer, token_id: int) -> str:
+    """A token's text as a tokenizer_config.json names it: a special token's own text ("<|im_end|>")."""
     special = getattr(tokenizer, "special_tokens", None)
     if isinstance(special, dict):
         by_id = {i: text for text, i in special.items()}
@@ -118,9 +106,6 @@ def save_hf_tokenizer(tokenizer, folder: str | os.PathLike, *, chat_template: st
                       model_max_length: int | None = None) -> Path:
     """Write tokenizer.json and tokenizer_config.json into ``folder`` (created if needed), and a
     character or SMILES tokenizer's own file beside them; returns the folder."""
-    from lucidlm.files.jsonfile import write_json_atomic
-    from lucidlm.tokenizers.simple import CharTokenizer, SmilesTokenizer
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / HF_TOKENIZER_FILE, tokenizer_json(tokenizer))

@@ -22,6 +22,7 @@ from pathlib import Path
 import regex
 
 from lucidlm.files.jsonfile import read_json, write_json_atomic
+from lucidlm.tokenizers.filenames import refuse_hf_name
 
 FORMAT_VERSION = 1
 CHAR_FORMAT = "lucidlm-char"
@@ -119,9 +120,8 @@ class CharTokenizer:
 
     def save(self, path: str | os.PathLike) -> Path:
         """lucidlm's JSON (not under HF's name tokenizer.json: ``hf_dir.save_hf_tokenizer`` writes that)."""
-        from lucidlm.tokenizers.hf_dir import refuse_hf_name
-
-        return write_json_atomic(refuse_hf_name(path, self.to_dict()["format"]), self.to_dict())
+        data = self.to_dict()
+        return write_json_atomic(refuse_hf_name(path, data["format"]), data)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:
@@ -246,9 +246,8 @@ class SmilesTokenizer:
 
     def save(self, path: str | os.PathLike) -> Path:
         """lucidlm's JSON (not under HF's name tokenizer.json: ``hf_dir.save_hf_tokenizer`` writes that)."""
-        from lucidlm.tokenizers.hf_dir import refuse_hf_name
-
-        return write_json_atomic(refuse_hf_name(path, self.to_dict()["format"]), self.to_dict())
+        data = self.to_dict()
+        return write_json_atomic(refuse_hf_name(path, data["format"]), data)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> SmilesTokenizer:
