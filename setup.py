@@ -28,7 +28,7 @@ setup(
             "lucidlm.nn._decode_kernel",
             ["src/lucidlm/nn/_decode_kernel.c"],
             depends=["src/lucidlm/nn/_thread_pool.h"],
-            extra_compile_args=["-O2", "-pthread"],  # the vector code is chosen at import: see the file's end
+            extra_compile_args=["-O2", "-pthread", "-ffp-contract=off"],  # the vector code is chosen at import: see the file's end
             extra_link_args=["-pthread"],
             optional=True,
         ),

@@ -1,7 +1,8 @@
-"""Greedy decoding speed of SmolLM2-135M-Instruct (fp32, KV cache, batch 1, one core):
-lucidlm against Hugging Face transformers loading the same GGUF, measured in the same run.
+"""Greedy decoding speed of SmolLM2-135M-Instruct (KV cache, batch 1): lucidlm against Hugging Face
+transformers (fp32, one core) and against llama.cpp (the same Q4_1 GGUF file, one and two threads),
+each measured in the same run.
 
-    python benchmarks/bench_decode.py [--tokens 64] [--repeat 3]
+    python benchmarks/bench_decode.py [--tokens 64] [--repeat 3] [--skip-fp32]
 
 lucidlm runs three ways: the reference path (PyTorch ops, default weight layout), the same with
 column-major weights (``use_column_major_weights``, what runs without a C compiler), and the C
@@ -10,12 +11,24 @@ one token's fp32 matrix-vector products alone (every weight matrix times one vec
 PyTorch's F.linear in both layouts and with the C kernel, and the time to merely read that many
 bytes at the speed the core sums a large array (``torch.sum``): no fp32 decoder can beat that.
 Goal from the issue: lucidlm >= 2x transformers' tokens/s.
+
+Then the quantised part: ``load_gguf(keep_quantized=True)`` keeps the file's Q4_1/Q8_0 blocks and
+multiplies by them in C (nn/quantized.py, ``linear_q``), beside llama.cpp (llama-cpp-python built
+from its sdist: ``make llama-cpp``; the column is skipped with a message where it is not installed)
+on the same file, with the same number of threads, taking turns. Each thread count runs in a fresh
+process pinned to that many cores (llama.cpp's OpenMP threads keep the affinity they start with).
+Also printed: whether the quantised model's greedy tokens equal the float32 model's on every
+prompt (and, where one differs, the float32 model's margin between its top two logits there), the
+weight bytes each reads per token, and the floor those bytes set at the measured read bandwidth.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -25,6 +38,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import machine_line, median_time, pin_to_one_core, print_table  # noqa: E402
 
 PROMPT = "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n"
+QUESTIONS = ["Write a short poem about the sea.", "What is the capital of France?",
+             "Explain photosynthesis to a ten-year-old.", "List three uses of a paperclip."]
+
+
+def chat_prompt(question: str) -> str:
+    return f"<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
 @torch.inference_mode()
@@ -86,11 +105,144 @@ def read_floor(n_bytes: int, repeat: int) -> float:
     return median_time(a.sum, repeat * 3)
 
 
+@torch.inference_mode()
+def greedy_with_logits(model, ids: list[int], n_new: int) -> tuple[list[int], list[torch.Tensor]]:
+    """Greedy tokens and the logits each was chosen from."""
+    cache = model.new_cache(1, len(ids) + n_new)
+    logits = model(torch.tensor([ids]), cache=cache, last_only=True)[0, -1]
+    out, seen = [], []
+    for _ in range(n_new):
+        seen.append(logits)
+        out.append(int(logits.argmax()))
+        logits = model(torch.tensor([[out[-1]]]), cache=cache, last_only=True)[0, -1]
+    return out, seen
+
+
+def llama_cpp_greedy(llm, ids: list[int], n_new: int) -> list[int]:
+    """llama.cpp's greedy tokens: evaluate the prompt, then one token at a time, argmax of its logits."""
+    import numpy as np
+
+    llm.reset()
+    llm.eval(ids)
+    out = []
+    for _ in range(n_new):  # the last position's logits, read in place (llama-cpp-python keeps no copy)
+        out.append(int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)))))
+        llm.eval([out[-1]])
+    return out
+
+
+def quantized_phase(threads: int, tokens: int, repeat: int) -> dict:
+    """One thread count, in this (fresh) process: lucidlm kept-quantised vs llama.cpp, taking turns."""
+    cores = sorted(os.sched_getaffinity(0))[:threads]
+    os.sched_setaffinity(0, set(cores))
+    torch.set_num_threads(threads)
+    from lucidlm.assets import asset_path
+    from lucidlm.loading.gguf import load_gguf
+    from lucidlm.models.decode_fast import kernel_info
+    from lucidlm.nn.quantized import weight_bytes
+    from lucidlm.tokenizers import load_tokenizer
+
+    path = asset_path("smollm2-135m-instruct")
+    tok = load_tokenizer(path)
+    model = load_gguf(path, keep_quantized=True).use_fast_decode()
+    ids = tok.encode(PROMPT, allowed_special="all")
+    result = {"threads": threads, "kernel": kernel_info(), "weight_bytes": weight_bytes(model), "ours": [], "peer": []}
+    try:
+        import llama_cpp
+
+        llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(ids) + tokens + 8, n_threads=threads,
+                              n_threads_batch=threads, verbose=False)
+        result["peer_tokens"] = llama_cpp_greedy(llm, ids, tokens)
+    except ImportError:
+        llm = None
+        result["peer_missing"] = ("llama-cpp-python is not installed: `make llama-cpp` builds it from its sdist "
+                                  "(once, ~9 minutes on 2 cores)")
+    result["our_tokens"] = lucidlm_greedy(model, ids, tokens)
+    for _ in range(repeat):  # turns: a change in the shared machine's load falls on both alike
+        result["ours"].append(median_time(lambda: lucidlm_greedy(model, ids, tokens), 1))
+        if llm is not None:
+            result["peer"].append(median_time(lambda: llama_cpp_greedy(llm, ids, tokens), 1))
+    a = torch.ones(256 * 2**20 // 4)  # 256 MB: far beyond the caches
+    a.sum()
+    result["read_s_per_byte"] = median_time(a.sum, 5) / a.nbytes
+    return result
+
+
+def quantized_agreement(tokens: int) -> list[list]:
+    """Per prompt: greedy tokens of the kept-quantised model equal to the float32 model's, and the
+    float32 model's top-2 logit margin where the first one differs."""
+    from lucidlm.assets import asset_path
+    from lucidlm.loading.gguf import load_gguf
+    from lucidlm.tokenizers import load_tokenizer
+
+    path = asset_path("smollm2-135m-instruct")
+    tok = load_tokenizer(path)
+    floats = load_gguf(path).use_fast_decode()
+    kept = load_gguf(path, keep_quantized=True).use_fast_decode()
+    rows = []
+    for question in QUESTIONS:
+        ids = tok.encode(chat_prompt(question), allowed_special="all")
+        ref, ref_logits = greedy_with_logits(floats, ids, tokens)
+        ours, _ = greedy_with_logits(kept, ids, tokens)
+        same = sum(a == b for a, b in zip(ref, ours))
+        first = next((i for i, (a, b) in enumerate(zip(ref, ours)) if a != b), None)
+        margin = "-"
+        if first is not None:
+            top2 = ref_logits[first].topk(2).values
+            margin = f"token {first}: {float(top2[0] - top2[1]):.4f}"
+        rows.append([question, f"{same}/{tokens}", margin])
+    return rows
+
+
+def print_quantized(results: list[dict], agreement: list[list], tokens: int) -> None:
+    print(f"\nkept-quantised decoding ({results[0]['kernel']}), SmolLM2-135M-Instruct Q4_1 GGUF "
+          f"(Q8_0 embedding/head), {tokens} new tokens after a short prompt, batch 1")
+    rows = []
+    for r in results:
+        ours = tokens / statistics.median(r["ours"])
+        floor = 1 / (r["weight_bytes"] * r["read_s_per_byte"])
+        peer = tokens / statistics.median(r["peer"]) if r["peer"] else None
+        rows.append([f"{r['threads']} thread(s)", ours, peer if peer else "-", f"{ours / peer:.2f}x" if peer else "-",
+                     floor, f"{ours / floor:.0%}"])
+        if r.get("peer_tokens") is not None:
+            same = sum(a == b for a, b in zip(r["peer_tokens"], r["our_tokens"]))
+            print(f"  {r['threads']} thread(s): greedy tokens identical to llama.cpp's: {same}/{tokens}")
+        if r.get("peer_missing"):
+            print(f"  llama.cpp column skipped: {r['peer_missing']}")
+    print_table(f"tokens/s; floor = reading the {results[0]['weight_bytes'] / 1e6:.0f} MB of weights once per token "
+                "at torch.sum's bandwidth with as many threads",
+                ["threads", "lucidlm tok/s", "llama.cpp tok/s", "lucidlm / llama.cpp", "read floor tok/s",
+                 "of floor"], rows)
+    print_table("greedy tokens of the kept-quantised model vs the float32 (dequantised) model, per prompt",
+                ["prompt", "identical", "first difference: fp32 top-2 margin"], agreement)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=64, help="new tokens per run")
     parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--skip-fp32", action="store_true", help="only the quantised part (against llama.cpp)")
+    parser.add_argument("--phase", type=int, default=None, help=argparse.SUPPRESS)  # internal: one thread count
     args = parser.parse_args()
+    if args.phase is not None:
+        print(json.dumps(quantized_phase(args.phase, args.tokens, args.repeat)))
+        return
+    results = []  # first, while this process may still use every core it was given
+    for threads in (1, 2):
+        if threads > len(os.sched_getaffinity(0)):
+            print(f"(skipping {threads} threads: this process may use {len(os.sched_getaffinity(0))} core(s))")
+            continue
+        out = subprocess.run([sys.executable, __file__, "--phase", str(threads), "--tokens", str(args.tokens),
+                              "--repeat", str(args.repeat)], check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    if not args.skip_fp32:
+        fp32_part(args)
+    pin_to_one_core()
+    torch.set_num_threads(1)
+    print_quantized(results, quantized_agreement(args.tokens), args.tokens)
+
+
+def fp32_part(args) -> None:
     pin_to_one_core()
     torch.set_num_threads(1)
 

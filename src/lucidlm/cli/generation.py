@@ -10,7 +10,8 @@ import time
 def _load(args: argparse.Namespace):
     from lucidlm.loading.load import load_for_generation
 
-    return load_for_generation(args.model, random_init=args.random_init, fast_decode=not args.no_fast_decode)
+    return load_for_generation(args.model, random_init=args.random_init, fast_decode=not args.no_fast_decode,
+                               keep_quantized=not args.dequantize)
 
 
 def _params(args: argparse.Namespace):
@@ -199,6 +200,9 @@ def _add_sampling_flags(p: argparse.ArgumentParser, max_tokens: int) -> None:
     p.add_argument("--no-cache", action="store_true", help="recompute the whole sequence each step (the reference)")
     p.add_argument("--no-fast-decode", action="store_true",
                    help="one-token steps through PyTorch's ops (the reference path), not the C kernels")
+    p.add_argument("--dequantize", action="store_true",
+                   help="expand a GGUF's quantised weights to float32 (default: keep its Q8_0/Q4_0/Q4_1 blocks, "
+                        "5x less memory and faster steps; the same numbers up to float32 rounding)")
     p.add_argument("--truncate", action="store_true", help="drop the prompt's oldest tokens if it does not fit")
     p.add_argument("--template", default=None, help="chat template: a Jinja file or 'chatml' (default: the model's)")
     p.add_argument("--system", default=None, help="system message")

@@ -15,7 +15,8 @@ def build_app(args: argparse.Namespace):
     from lucidlm.serve.app import create_app
 
     template = chat_template_from_option(args.chat_template) if args.chat_template else None
-    model, tokenizer = load_for_generation(args.model, random_init=args.random_init)
+    model, tokenizer = load_for_generation(args.model, random_init=args.random_init,
+                                           keep_quantized=not args.dequantize)
     embedder, embed_name = None, None
     if args.embed_model != "none":
         from lucidlm.embeddings.sentence import load_embedder
@@ -90,6 +91,9 @@ def register_cli(subparsers) -> None:
                    help="allow an architecture preset (gpt2, smollm2-135m, ...): random weights, so noise")
     p.add_argument("--chat-template", default=None, metavar="chatml|FILE",
                    help="chat template for /v1/chat/completions: 'chatml' or a Jinja file (default: the model's)")
+    p.add_argument("--dequantize", action="store_true",
+                   help="expand a GGUF's quantised weights to float32 (default: keep its Q8_0/Q4_0/Q4_1 blocks: "
+                        "5x less memory, faster decoding)")
     p.add_argument("--served-name", default=None, help="the model's name in the API (default: --model)")
     p.add_argument("--host", default="127.0.0.1", help="loopback address to bind (default: %(default)s)")
     p.add_argument("--port", type=port, default=8000, help="port (default: %(default)s)")

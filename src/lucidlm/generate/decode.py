@@ -183,7 +183,7 @@ def _prepare(model, tokenizer, prompts, opts: GenerateOptions) -> list[SequenceS
 
 def _decode(model, rows: list[SequenceState], opts: GenerateOptions,
             prefill_progress: Callable[[int, int], None] | None = None) -> Iterator[StreamEvent]:
-    device = model.lm_head.weight.device
+    device = next(model.parameters()).device
     # 1. Prefill: every prompt at once, left-padded to the longest.
     B, T = len(rows), max(len(row.prompt) for row in rows)
     ids = torch.zeros(B, T, dtype=torch.long, device=device)  # (B, T) padding id 0 is never attended to

@@ -35,6 +35,14 @@ from lucidlm.files.gguf import GGUFFile, GGUFTensor, open_gguf
 from lucidlm.loading.names import Rule, expand, part_sizes
 from lucidlm.loading.weights_cache import load_cached_weights, save_cached_weights
 from lucidlm.models.config import ModelConfig
+from lucidlm.nn.quantized import (
+    BLOCK_BYTES,
+    QuantizedEmbedding,
+    QuantizedLinear,
+    dequantize_q4_0,
+    dequantize_q4_1,
+    dequantize_q8_0,
+)
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 
@@ -126,43 +134,10 @@ def config_from_gguf(gf: GGUFFile, name: str = "") -> ModelConfig:
 # ----------------------------------------------------------------------------------------------
 # dequantisation
 #
-# A quantised row is a run of blocks of 32 weights; each block keeps its own fp16 scale d (and
-# minimum m) and one small integer q per weight:
-#     Q8_0, 34 bytes: d | q0..q31 as int8                                    w = d * q
-#     Q4_0, 18 bytes: d | 16 bytes: q_j in the low nibble of byte j,
-#                         q_(16+j) in its high nibble                        w = d * (q - 8)
-#     Q4_1, 20 bytes: d | m | 16 bytes of nibbles as in Q4_0                 w = d * q + m
-# The gguf package (``dequantize_reference``) runs its numpy code over 16 rows at a time; the torch
-# code below does a whole tensor in a few operations (SmolLM2: 1.4 s -> 0.2 s on one core). It does
-# the same float32 operations in the same order, so the two agree bit for bit
-# (tests/test_load_speed_paths.py); any other block type goes to the gguf package.
-
-
-def _fp16_column(blocks: torch.Tensor, start: int) -> torch.Tensor:
-    """Bytes start, start + 1 of every block read as one fp16 number: (n_blocks, 1) float32."""
-    return blocks[:, start : start + 2].view(torch.float16).float()
-
-
-def _nibbles(packed: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """(n_blocks, 16) bytes -> out (n_blocks, 32) float32: the low nibbles, then the high ones."""
-    out[:, :16] = packed & 0x0F
-    out[:, 16:] = packed >> 4
-    return out
-
-
-def _q8_0(raw: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    blocks = raw.view(-1, 34)  # (n_blocks, 34)
-    return out.view(-1, 32).copy_(blocks[:, 2:].view(torch.int8)).mul_(_fp16_column(blocks, 0))
-
-
-def _q4_0(raw: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    blocks = raw.view(-1, 18)  # (n_blocks, 18)
-    return _nibbles(blocks[:, 2:], out.view(-1, 32)).sub_(8).mul_(_fp16_column(blocks, 0))
-
-
-def _q4_1(raw: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    blocks = raw.view(-1, 20)  # (n_blocks, 20)
-    return _nibbles(blocks[:, 4:], out.view(-1, 32)).mul_(_fp16_column(blocks, 0)).add_(_fp16_column(blocks, 2))
+# The common block types (Q8_0, Q4_0, Q4_1: their layouts are in nn/quantized.py) are expanded
+# with torch in a few operations per tensor (SmolLM2: 1.4 s with the gguf package's numpy code ->
+# 0.2 s on one core), bit for bit as the gguf package does (tests/test_load_speed_paths.py); any
+# other block type goes to the gguf package.
 
 
 # ggml type name -> fn(raw bytes (1-D uint8), out (float32, contiguous, the tensor's size)) that
@@ -171,9 +146,9 @@ FAST_DEQUANTISE = {
     "F32": lambda raw, out: out.view(-1).copy_(raw.view(torch.float32)),
     "F16": lambda raw, out: out.view(-1).copy_(raw.view(torch.float16)),
     "BF16": lambda raw, out: out.view(-1).copy_(raw.view(torch.bfloat16)),
-    "Q8_0": _q8_0,
-    "Q4_0": _q4_0,
-    "Q4_1": _q4_1,
+    "Q8_0": dequantize_q8_0,
+    "Q4_0": dequantize_q4_0,
+    "Q4_1": dequantize_q4_1,
 }
 
 
@@ -218,8 +193,9 @@ def _rows(shape: tuple[int, ...]) -> int:
 # the state dict
 
 
-def state_from_gguf(gf: GGUFFile, cfg: ModelConfig) -> dict[str, torch.Tensor]:
-    """The lucidlm state dict of a Llama GGUF file: dequantised, renamed, q/k un-permuted, fused."""
+def state_from_gguf(gf: GGUFFile, cfg: ModelConfig, skip: frozenset[str] = frozenset()) -> dict[str, torch.Tensor]:
+    """The lucidlm state dict of a Llama GGUF file: dequantised, renamed, q/k un-permuted, fused.
+    ``skip``: lucidlm names left out (the matrices ``quantized_blocks`` keeps as blocks)."""
     by_name = gf.tensors
     mappings = expand(*rules(cfg), cfg.n_layer)
     known = {name for m in mappings for name in m.theirs}
@@ -239,6 +215,8 @@ def state_from_gguf(gf: GGUFFile, cfg: ModelConfig) -> dict[str, torch.Tensor]:
 
     state: dict[str, torch.Tensor] = {}
     for m in mappings:
+        if m.ours in skip:
+            continue
         if len(m.theirs) == 1:
             state[m.ours] = load(m.theirs[0])
             continue
@@ -248,6 +226,26 @@ def state_from_gguf(gf: GGUFFile, cfg: ModelConfig) -> dict[str, torch.Tensor]:
         for name, rows in zip(m.theirs, fused.split(sizes), strict=True):
             load(name, rows)
     return state
+
+
+def quantized_blocks(gf: GGUFFile, cfg: ModelConfig) -> dict[str, tuple[torch.Tensor, str]]:
+    """{lucidlm weight name: ((rows, row bytes) uint8 blocks, kind)} for every matrix whose GGUF
+    parts are all stored in one block type lucidlm multiplies directly (Q8_0, Q4_0, Q4_1): the
+    rows un-permuted (q, k) and stacked (qkv, gate_up) as ``state_from_gguf`` does with floats.
+    A block holds 32 weights of one row, so moving whole rows moves whole blocks."""
+    kept = {}
+    for m in expand(*rules(cfg), cfg.n_layer):
+        tensors = [_get(gf.tensors, name) for name in m.theirs]
+        kinds = {t.type_name.lower() for t in tensors}
+        if len(kinds) != 1 or not kinds <= BLOCK_BYTES.keys():
+            continue  # float, another block type, or parts of two types: dequantised as usual
+        parts = []
+        for name, t in zip(m.theirs, tensors, strict=True):
+            raw = torch.from_numpy(np.array(gf.read_tensor(t))).reshape(t.shape[0], -1)  # (rows, row bytes), a copy
+            permuted = ROPE_PERMUTED.get(name.split(".", 2)[-1])
+            parts.append(unpermute_qk(raw, permuted(cfg)) if permuted else raw)
+        kept[m.ours] = (torch.cat(parts) if len(parts) > 1 else parts[0].contiguous(), kinds.pop())
+    return kept
 
 
 def state_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -292,9 +290,7 @@ def read_gguf(path: str | os.PathLike, *, cache: bool = True) -> tuple[ModelConf
         cfg, state = cached
     else:  # the reference: parse the header, dequantise
         gf = open_gguf(path)  # cached: the tokenizer reads the same header
-        cfg = config_from_gguf(gf, name=path.stem)
-        cfg = cfg.replace(extra={"format": "gguf", "gguf_name": _field(gf, "general.name", ""),
-                                 "quantisation": sorted({t.type_name for t in gf.tensors.values()})})
+        cfg = _described_config(gf, path)
         state = state_from_gguf(gf, cfg)
         if use_cache:
             save_cached_weights(path, cfg, state)
@@ -302,13 +298,46 @@ def read_gguf(path: str | os.PathLike, *, cache: bool = True) -> tuple[ModelConf
     return cfg.replace(name=path.stem, extra={**cfg.extra, "source": str(path)}), state
 
 
-def load_gguf(path: str | os.PathLike, *, cache: bool = True):
-    """A lucidlm ``DecoderLM`` (eval mode, float32) from a Llama-family GGUF file (``cache``: see
-    ``read_gguf``)."""
+def _described_config(gf: GGUFFile, path: Path) -> ModelConfig:
+    cfg = config_from_gguf(gf, name=path.stem)
+    return cfg.replace(extra={"format": "gguf", "gguf_name": _field(gf, "general.name", ""),
+                              "quantisation": sorted({t.type_name for t in gf.tensors.values()})})
+
+
+def load_gguf(path: str | os.PathLike, *, cache: bool = True, keep_quantized: bool = False):
+    """A lucidlm ``DecoderLM`` (eval mode) from a Llama-family GGUF file (``cache``: see ``read_gguf``).
+
+    ``keep_quantized=True`` keeps every Q8_0 / Q4_0 / Q4_1 matrix in its blocks
+    (``QuantizedLinear``, ``QuantizedEmbedding``: nn/quantized.py) instead of expanding it to
+    float32: SmolLM2-135M's weights take 97 MB instead of 538 MB, and a generated token reads
+    that much less memory. Other tensors (norms, other block types) are float32 as usual.
+    """
     from lucidlm.loading.checkpoint import load_state_checked
     from lucidlm.models.transformer import build_model
 
-    cfg, state = read_gguf(path, cache=cache)
-    model = build_model(cfg, init=False)  # no random weights: every one is loaded next
+    if not keep_quantized:
+        cfg, state = read_gguf(path, cache=cache)
+        model = build_model(cfg, init=False)  # no random weights: every one is loaded next
+        load_state_checked(model, state, source=str(path))
+        return model.eval()
+    path = Path(path)
+    gf = open_gguf(path)
+    cfg = _described_config(gf, path)
+    cfg = cfg.replace(extra={**cfg.extra, "source": str(path), "kept_quantized": True})
+    kept = quantized_blocks(gf, cfg)
+    state = state_from_gguf(gf, cfg, skip=frozenset(kept))
+    model = build_model(cfg, init=False)
+    for name, (blocks, kind) in kept.items():
+        module_name = name.removesuffix(".weight")  # "layers.0.attn.qkv", "embed.tokens", "lm_head"
+        parent, _, leaf = module_name.rpartition(".")
+        if module_name == "embed.tokens":
+            layer = QuantizedEmbedding(blocks, kind, cfg.n_embd)
+            if cfg.tie_embeddings:  # the head reads the same blocks
+                model.lm_head = QuantizedLinear(blocks, kind, cfg.n_embd)
+                state["lm_head.blocks"] = blocks
+        else:
+            layer = QuantizedLinear(blocks, kind, model.get_submodule(module_name).in_features)
+        setattr(model.get_submodule(parent) if parent else model, leaf, layer)
+        state[f"{module_name}.blocks"] = blocks
     load_state_checked(model, state, source=str(path))
     return model.eval()

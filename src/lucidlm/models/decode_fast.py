@@ -7,7 +7,7 @@ in the same order, for a pre-norm decoder (GPT-2, Llama, SmolLM2):
     x = embed(token) (+ position)                      # PyTorch, as in the reference
     for each block:
         h   = norm_attn(x)                             # K.norm
-        qkv = h W_qkv^T (+ b)                          # K.linear
+        qkv = h W_qkv^T (+ b)                          # K.linear (K.linear_q: W in quantised blocks)
         q, k = RoPE(q, k)                              # K.rope (Llama)
         a   = softmax(q K^T / sqrt(hs) + M) V          # K.attend, after appending k, v to the cache
         x   = x + a W_o^T (+ b)                        # K.linear, accumulating into x
@@ -17,7 +17,8 @@ in the same order, for a pre-norm decoder (GPT-2, Llama, SmolLM2):
     logits = norm(x) W_head^T
 
 Why it exists: at one token a step is bound by streaming the weights from memory, and the C
-``linear`` streams them ~1.4x faster than ``F.linear`` on one core; a block is 8 C calls here
+``linear`` streams them ~1.4x faster than ``F.linear`` on one core, and ``linear_q`` reads the
+blocks of a quantised model (nn/quantized.py) without ever expanding them in memory; a block is 8 C calls here
 instead of ~40 PyTorch ops; and with several threads (``torch.get_num_threads()``, the same
 setting PyTorch uses) each matrix is split between them. Measured on SmolLM2-135M:
 benchmarks/bench_decode.py.
@@ -25,7 +26,7 @@ benchmarks/bench_decode.py.
 ``DecoderLM.use_fast_decode()`` turns it on. It is used only where it applies: a float32 model
 on the CPU, in eval mode, without gradients and without a trace, one new token per row (up to
 MAX_ROWS rows), a contiguous float32 cache, plain ``nn.Linear`` layers (a LoRA layer only once
-merged), and the C kernel built (``setup.py``; without a compiler lucidlm installs without it). Anything else runs
+merged) or QuantizedLinear layers, and the C kernel built (``setup.py``; without a compiler lucidlm installs without it). Anything else runs
 the reference path, so results never depend on whether the kernel exists, only the speed does.
 The kernel trusts the addresses it is given: this file checks every dtype, layout and size first.
 Notation: B rows, C model width, nh / nkv query / key-value heads, hs head size, L cached positions.
@@ -40,6 +41,7 @@ from torch import nn
 
 from lucidlm.nn.lora import LoRALinear
 from lucidlm.nn.norms import RMSNorm
+from lucidlm.nn.quantized import KIND_CODES, QuantizedLinear
 
 try:
     from lucidlm.nn import _decode_kernel as K
@@ -80,16 +82,30 @@ def _ok(t: torch.Tensor | None, numel: int | None = None) -> bool:
     return t is None or (t.dtype == FLOAT and t.is_cpu and t.is_contiguous() and (numel is None or t.numel() == numel))
 
 
-def _linear_args(layer: nn.Module, n_out: int, n_in: int) -> tuple[int, int] | None:
-    """(weight address, bias address or 0) of a float32 nn.Linear(n_in, n_out) whose forward is
-    plain ``F.linear``, else None: an nn.Linear, or a LoRA layer with its update merged into W."""
+def _linear_args(layer: nn.Module, n_out: int, n_in: int) -> tuple[int, int, int] | None:
+    """(block type code or -1 for float32, weight address, bias address or 0) of a layer computing
+    x W^T + b for W (n_out, n_in), else None: an nn.Linear, a LoRA layer with its update merged
+    into W, or a QuantizedLinear (W in llama.cpp's blocks, nn/quantized.py)."""
+    if type(layer) is QuantizedLinear:
+        if (layer.out_features, layer.in_features) != (n_out, n_in) or not _ok(layer.bias, n_out):
+            return None
+        return KIND_CODES[layer.kind], layer.blocks.data_ptr(), (layer.bias.data_ptr() if layer.bias is not None else 0)
     plain = type(layer) is nn.Linear or (isinstance(layer, LoRALinear) and layer.merged)  # merged: W0 + BA
     if not plain or layer.weight.shape != (n_out, n_in):
         return None
     w, b = layer.weight, layer.bias
     if not _ok(w) or not _ok(b, n_out):
         return None
-    return w.data_ptr(), (b.data_ptr() if b is not None else 0)
+    return -1, w.data_ptr(), (b.data_ptr() if b is not None else 0)
+
+
+def _linear(out: int, x: int, args: tuple[int, int, int], B: int, n_out: int, n_in: int, accumulate: int) -> None:
+    """out (+)= x W^T + b through the kernel for W's storage: float32 (K.linear) or blocks (K.linear_q)."""
+    kind, w, b = args
+    if kind < 0:
+        K.linear(out, x, w, b, B, n_out, n_in, accumulate)
+    else:
+        K.linear_q(out, x, w, kind, b, B, n_out, n_in, accumulate)
 
 
 def _norm_args(norm: nn.Module, C: int) -> tuple[int, int, float, int] | None:
@@ -120,7 +136,7 @@ def _weights(model) -> list[tuple] | None:
         if any(p is None for p in parts):
             return None
         plan.append(parts)
-    V = model.lm_head.weight.shape[0]
+    V = model.cfg.vocab_size
     head = _linear_args(model.lm_head, V, C)
     final = _norm_args(model.norm, C) if model.norm is not None else (0, 0, 0.0, 0)
     if head is None or final is None:
@@ -154,13 +170,13 @@ def decode_step(model, ids: torch.Tensor, positions: torch.Tensor, key_padding: 
     B = ids.shape[0]
     C, nh, nkv, hs, n_hidden = cfg.n_embd, cfg.n_head, cfg.kv_heads, cfg.head_size, cfg.hidden_size
     gated = cfg.mlp == "swiglu"
-    if ids.shape[1] != 1 or B > MAX_ROWS or ids.device.type != "cpu" or model.lm_head.weight.dtype != FLOAT:
+    if ids.shape[1] != 1 or B > MAX_ROWS or ids.device.type != "cpu" or next(model.parameters()).dtype != FLOAT:
         return None
     weights = _weights_for(model, cache)
     if weights is None or len(cache.layers) != len(model.layers):
         return None
     *plan, (final, head) = weights
-    V = model.lm_head.weight.shape[0]
+    V = cfg.vocab_size
     L = cache.length
     for lc in cache.layers:  # the cache's layout, and room for the new token
         kv_shape = (B, nkv, lc.k.shape[2], hs)
@@ -198,25 +214,25 @@ def decode_step(model, ids: torch.Tensor, positions: torch.Tensor, key_padding: 
     for lc, (n_attn, l_qkv, l_proj, n_mlp, l_up, l_down) in zip(cache.layers, plan):
         # x = x + attn(norm_attn(x))
         K.norm(H, X, *n_attn[:2], B, C, *n_attn[2:])
-        K.linear(QKV, H, *l_qkv, B, n_qkv, C, 0)
+        _linear(QKV, H, l_qkv, B, n_qkv, C, 0)
         if rope is not None:  # q heads start at 0, k heads after the C query channels (4 bytes each)
             K.rope(QKV, n_qkv, cos, sin, pos_ptr, per_row, B, nh, hs)
             K.rope(QKV + 4 * C, n_qkv, cos, sin, pos_ptr, per_row, B, nkv, hs)
         K.attend(ATT, QKV, n_qkv, lc.k.data_ptr(), lc.v.data_ptr(), mask, B, nh, nkv, hs, L, lc.k.shape[2])
         lc.length = L + 1
-        K.linear(X, ATT, *l_proj, B, C, C, 1)  # accumulate: the residual add
+        _linear(X, ATT, l_proj, B, C, C, 1)  # accumulate: the residual add
         # x = x + mlp(norm_mlp(x))
         K.norm(H, X, *n_mlp[:2], B, C, *n_mlp[2:])
-        K.linear(UP, H, *l_up, B, up.shape[1], C, 0)
+        _linear(UP, H, l_up, B, up.shape[1], C, 0)
         if gated:
             K.gated(ACT, UP, B, n_hidden, kind)
         else:
             K.act(ACT, B * n_hidden, kind)
-        K.linear(X, ACT, *l_down, B, C, n_hidden, 1)
+        _linear(X, ACT, l_down, B, C, n_hidden, 1)
     if model.norm is not None:
         K.norm(H, X, *final[:2], B, C, *final[2:])
     else:
         h.copy_(x)
     logits = torch.empty(B, 1, V, dtype=FLOAT)  # (B, 1, V)
-    K.linear(logits.data_ptr(), H, *head, B, V, C, 0)
+    _linear(logits.data_ptr(), H, head, B, V, C, 0)
     return logits

@@ -190,7 +190,7 @@ class DecoderLM(nn.Module):
         return self
 
     def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
-        p = self.lm_head.weight
+        p = next(self.parameters())  # the float weights' dtype and device (quantised layers keep blocks)
         return KVCache(self.cfg.n_layer, batch, self.cfg.kv_heads, max_len or self.cfg.max_seq_len,
                        self.cfg.head_size, dtype=p.dtype, device=p.device)
 
@@ -325,7 +325,7 @@ class EncoderDecoder(nn.Module):
         return self.decode(tgt, memory, src_mask=src_mask, tgt_mask=tgt_mask, trace=trace, positions=tgt_positions)
 
     def new_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
-        p = self.lm_head.weight
+        p = next(self.parameters())  # the float weights' dtype and device (quantised layers keep blocks)
         return KVCache(self.cfg.n_layer, batch, self.cfg.kv_heads, max_len or self.cfg.max_seq_len,
                        self.cfg.head_size, dtype=p.dtype, device=p.device)
 
