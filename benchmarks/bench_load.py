@@ -24,8 +24,8 @@ machine inflates far less; "wall - floor", round by round the wall time minus th
 ``python -c "import torch"`` in the same round (median of the differences): what lucidlm adds to
 the one import it cannot avoid, the figure that moves least with the machine's load. Rows: a warm
 derived cache; no derived cache; the ``--baseline-src`` tree; transformers loading the same GGUF,
-then generating one token greedily; floors: ``python -c "import torch"``, and reading the weight
-bytes (the GGUF, and the cached float32 file); and the first run, which builds the derived cache
+then generating one token greedily; floors: ``python -c "import torch"``, and reading the GGUF's
+bytes; and the first run, which builds the derived cache
 (its entry is deleted before each run). After one untimed run, the commands take turns (one run
 each per round), so that a shared machine's changing load moves every row alike.
 
@@ -217,7 +217,6 @@ def time_to_first_token(repeat: int, baseline: str | None, peer: bool) -> list[l
     round, so that a shared machine getting busier or quieter meanwhile moves every row alike."""
     from lucidlm.assets import asset_path
     from lucidlm.files import derived_cache
-    from lucidlm.loading.weights_cache import WEIGHTS_FILE
 
     gguf = asset_path(MODEL)
     entry = derived_cache.entry_dir(gguf)
@@ -235,7 +234,6 @@ def time_to_first_token(repeat: int, baseline: str | None, peer: bool) -> list[l
             [sys.executable, __file__, "--child", "transformers_generate"], skip, _env(), None)
     runs[TORCH_FLOOR] = (python + ["import torch; print('x', flush=True)"], 0, _env(), None)
     runs[f"floor: read the GGUF ({gguf.stat().st_size / 1e6:.0f} MB)"] = (python + [read, str(gguf)], 0, _env(), None)
-    runs["floor: read the cached float32 weights"] = (python + [read, str(entry / WEIGHTS_FILE)], 0, _env(), None)
     # Last in a round, so that the next round's warm run finds a cache written a round ago.
     runs["lucidlm, first run: builds the derived cache"] = (
         generate, skip, _env(), lambda: shutil.rmtree(entry, ignore_errors=True))
@@ -252,8 +250,6 @@ def time_to_first_token(repeat: int, baseline: str | None, peer: bool) -> list[l
     for label, measured in results.items():
         cpus = [c for _, c in measured if c is not None]
         above = statistics.median(w - f for (w, _), f in zip(measured, floor, strict=True))  # round by round
-        if label == "floor: read the cached float32 weights":
-            label += f" ({(entry / WEIGHTS_FILE).stat().st_size / 1e6:.0f} MB)"
         rows.append([label, statistics.median(w for w, _ in measured), statistics.median(cpus) if cpus else "", above])
     rows.insert(1, rows.pop())  # shown after the warm cache: the first run
     return rows

@@ -260,3 +260,77 @@ def test_smollm2_kept_quantized_decodes_as_float32():
     b = _greedy(kept.use_fast_decode(), ids, 24)
     assert a == b
     assert tok.decode(b).startswith("The capital of France is Paris.")
+
+
+# ----------------------------------------------------------------------------------------------
+# quantising lucidlm's own models: quantize_model, checkpoints, `lucidlm quantize`
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    from lucidlm.loading import save_checkpoint
+    from lucidlm.models.config import ModelConfig
+    from lucidlm.models.transformer import build_model
+    from lucidlm.tokenizers import train_bpe
+    from lucidlm.tokenizers.corpus import tiny_shakespeare
+
+    tok = train_bpe(tiny_shakespeare()[:30_000], 300, pattern="gpt2", special_tokens={"<|endoftext|>": None})
+    cfg = ModelConfig(name="tiny-gpt2", vocab_size=320, n_layer=2, n_head=2, n_embd=64, max_seq_len=128)  # GPT-2 shape
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("ckpt") / "m"
+    save_checkpoint(build_model(cfg).eval(), folder, tok)
+    return folder
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_quantize_model_writes_llama_cpp_blocks_and_checkpoints_keep_them(tiny_checkpoint, tmp_path, kind):
+    from lucidlm.loading import load_model, save_checkpoint
+    from lucidlm.loading.quantize import quantize_model
+
+    model, tok = load_model(tiny_checkpoint)
+    floats = {name: m.weight.detach().clone() for name, m in model.named_modules()
+              if isinstance(m, (torch.nn.Linear, torch.nn.Embedding))}
+    plan = quantize_model(model, kind)
+    assert "lm_head" in plan and "embed.tokens" in plan and "layers.0.attn.qkv" in plan
+    assert "embed.positions" not in plan  # learned positions stay float32
+    qtype = getattr(gguf.GGMLQuantizationType, kind.upper())
+    for name in plan:  # the bytes of llama.cpp's own quantiser (the gguf package)
+        expected = gguf.quants.quantize(floats[name].numpy(), qtype)
+        assert np.array_equal(model.get_submodule(name).blocks.numpy(), expected.view(np.uint8)), name
+    assert model.lm_head.blocks.data_ptr() == model.embed.tokens.blocks.data_ptr()
+    ids = torch.tensor([[1, 2, 3, 50, 60]])
+    with torch.no_grad():
+        before = model(ids)
+    save_checkpoint(model, tmp_path / "q", tok)
+    again, _ = load_model(tmp_path / "q")
+    assert again.cfg.extra["quantized"] == plan
+    assert again.lm_head.blocks.data_ptr() == again.embed.tokens.blocks.data_ptr()  # still one table
+    with torch.no_grad():
+        assert torch.equal(again(ids), before)
+
+
+def test_quantize_command_measures_and_writes(tiny_checkpoint, tmp_path, capsys):
+    import json
+
+    from lucidlm.cli import main
+    from lucidlm.loading import load_model
+
+    text = tmp_path / "held_out.txt"
+    text.write_text("Before we proceed any further, hear me speak.\n" * 20, encoding="utf-8")
+    assert main(["quantize", str(tiny_checkpoint), "--to", "q8_0", "--out", str(tmp_path / "q8"),
+                 "--text", str(text), "--context", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "q8_0:" in out and "perplexity" in out and "smaller" in out
+    report = json.loads((tmp_path / "q8" / "quantization.json").read_text())
+    assert report["quantized_layers"] == 10 and report["weight_bytes_quantized"] < report["weight_bytes_float32"] / 2
+    assert abs(report["perplexity_change"]) < 0.02  # 8-bit weights: within 2% of float32
+    model, _ = load_model(tmp_path / "q8")
+    assert isinstance(model.layers[1].mlp.fc, Q.QuantizedLinear)
+    # bad input: clear errors, exit code 2, nothing written
+    assert main(["quantize", str(tiny_checkpoint), "--to", "q8_0", "--out", str(tmp_path / "q8")]) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n", encoding="utf-8")
+    assert main(["quantize", str(tiny_checkpoint), "--to", "q4_1", "--out", str(tmp_path / "x"),
+                 "--text", str(empty)]) == 2
+    assert "is empty" in capsys.readouterr().err and not (tmp_path / "x").exists()

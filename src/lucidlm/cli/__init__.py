@@ -23,6 +23,7 @@ from lucidlm.cli import (
     generation,
     inspection,
     models,
+    quantize,
     seq2seq,
     serve,
     tokenizer,
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lucidlm", description="Understand LLMs by running one.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for group in (assets, tokenizer, demo, models, inspection, embeddings, data, train, generation, serve,
-                  evaluation, explore, export, chem, seq2seq):
+                  evaluation, explore, export, quantize, chem, seq2seq):
         group.register_cli(sub)
     return parser
 

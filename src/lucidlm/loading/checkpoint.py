@@ -30,8 +30,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lucidlm.loading.quantize import apply_quantized
+
 FORMAT_NAME = "lucidlm-checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: quantised layers (config extra "quantized", uint8 ".blocks"); plain checkpoints stay 1
 CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE = "config.json", "model.safetensors", "tokenizer.json"
 
 
@@ -86,7 +88,8 @@ def tied_aliases(model: nn.Module) -> dict[str, str]:
     """
     first: dict[int, str] = {}
     aliases: dict[str, str] = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
+    # buffers too: a quantised tied head holds the embedding's blocks (nn/quantized.py)
+    for name, p in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
         if id(p) in first:
             aliases[name] = first[id(p)]
         else:
@@ -156,10 +159,15 @@ def _assign_state(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module
             replaced[id(old)] = nn.Parameter(value, requires_grad=old.requires_grad)
         module_name, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(module_name), leaf, replaced[id(old)])
-    for name, buf in list(model.named_buffers()):
-        if name in state:  # persistent buffers; the others are computed, and real already
+    aliases = tied_aliases(model)
+    loaded: dict[str, torch.Tensor] = {}
+    for name, buf in list(model.named_buffers(remove_duplicate=False)):
+        source = aliases.get(name, name)  # a shared buffer: loaded once, set under both names
+        if source in state:  # persistent buffers; the others are computed, and real already
+            if source not in loaded:
+                loaded[source] = state[source].detach().to(buf.dtype).contiguous()
             module_name, _, leaf = name.rpartition(".")
-            model.get_submodule(module_name).register_buffer(leaf, state[name].detach().to(buf.dtype).contiguous())
+            model.get_submodule(module_name).register_buffer(leaf, loaded[source])
     left = [k for k, t in model.state_dict().items() if t.is_meta]
     if left:  # cannot happen after the checks above; never hand out a model with placeholders
         raise ValueError(f"tensors still unloaded after loading: {_some(left)}")
@@ -256,8 +264,9 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, tokenizer=None, *
     cfg = _config_of(model)
     with atomic_dir(path, overwrite=overwrite) as tmp:
         cfg.save(tmp / CONFIG_FILE)
+        version = 2 if cfg.extra.get("quantized") else 1  # older readers refuse what they cannot load
         write_safetensors(model_state(_unwrap(model)), tmp / WEIGHTS_FILE,
-                          {"format": "pt", "lucidlm.format": FORMAT_NAME, "lucidlm.version": str(FORMAT_VERSION)})
+                          {"format": "pt", "lucidlm.format": FORMAT_NAME, "lucidlm.version": str(version)})
         if tokenizer is not None:
             save_tokenizer(tokenizer, tmp, model_max_length=cfg.max_seq_len)
         if extra is not None:
@@ -320,6 +329,8 @@ def load_checkpoint(path: str | os.PathLike, *, tokenizer: bool = True,
         raise ValueError(f"{path} holds no LoRA adapters to turn off: it is a plain checkpoint")
     else:
         model = build_model(cfg, init=False)  # placeholders: every weight is loaded next
+        if cfg.extra.get("quantized"):  # written from a quantised model: its layers hold blocks
+            apply_quantized(model, cfg.extra["quantized"])
         load_state_checked(model, tensors, source=str(path / WEIGHTS_FILE))
     model.eval()
     return model, load_tokenizer_from_dir(path) if tokenizer else None

@@ -1,4 +1,5 @@
-"""Quantising weights into llama.cpp's blocks: the inverse of ``gguf.py``'s dequantisation.
+"""Quantising weights into llama.cpp's blocks (the inverse of nn/quantized.py's dequantisation),
+tensor by tensor for GGUF export, and whole models (``quantize_model``: ``lucidlm quantize``).
 
 A row is cut into blocks of 32 weights; each block keeps one fp16 scale d (Q4_1: and a minimum m)
 and one small integer per weight:
@@ -18,6 +19,9 @@ Bytes per 32 weights: Q8_0 34, Q4_1 20, Q4_0 18, against 128 in float32.
 from __future__ import annotations
 
 import torch
+from torch import nn
+
+from lucidlm.nn.quantized import BLOCK_BYTES, QuantizedEmbedding, QuantizedLinear
 
 BLOCK = 32
 GGML_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q8_0": 8}
@@ -85,3 +89,75 @@ def tensor_bytes(w: torch.Tensor, kind: str) -> bytes:
         raise ValueError(f"unknown weight type {kind!r}; choose from {', '.join(GGML_TYPE)}")
     return quantizer(w)
 
+
+
+# ----------------------------------------------------------------------------------------------
+# whole models: every matrix kept in blocks (nn/quantized.py)
+
+
+def blocks_tensor(w: torch.Tensor, kind: str) -> torch.Tensor:
+    """``w`` (rows, n_in) quantised as (rows, n_in // 32 * block bytes) uint8 blocks."""
+    raw = bytearray(tensor_bytes(w, kind))
+    return torch.frombuffer(raw, dtype=torch.uint8).reshape(w.shape[0], -1)
+
+
+def quantizable(model: nn.Module) -> list[str]:
+    """Names of the modules ``quantize_model`` would replace: every plain nn.Linear and the token
+    embedding table, whose rows fill whole blocks of 32 (the rest stay float32, as llama.cpp's
+    quantize keeps such tensors in f16)."""
+    names = []
+    for name, module in model.named_modules():
+        if type(module) is nn.Linear and module.in_features % BLOCK == 0:
+            names.append(name)
+        elif type(module) is nn.Embedding and name.endswith("embed.tokens") and module.embedding_dim % BLOCK == 0:
+            names.append(name)
+    return names
+
+
+def quantize_model(model: nn.Module, kind: str) -> dict[str, str]:
+    """Quantise ``model`` in place: each module of ``quantizable(model)`` becomes a QuantizedLinear
+    or QuantizedEmbedding holding ``kind`` blocks ("q8_0", "q4_0", "q4_1") made by the quantisers
+    above (llama.cpp's bytes). A head tied to the embedding reads the same blocks. Returns the plan
+    {module name: kind}, also recorded in ``model.cfg.extra["quantized"]`` so that a checkpoint
+    saved from the model rebuilds the same layers (``apply_quantized``)."""
+    if kind not in BLOCK_BYTES:
+        raise ValueError(f"unknown block type {kind!r}; choose from {', '.join(BLOCK_BYTES)}")
+    blocks: dict[str, torch.Tensor] = {}
+    by_weight: dict[int, torch.Tensor] = {}  # a tied weight is quantised once
+    for name in quantizable(model):
+        w = model.get_submodule(name).weight
+        if id(w) not in by_weight:
+            by_weight[id(w)] = blocks_tensor(w.detach(), kind)
+        blocks[name] = by_weight[id(w)]
+    plan = {name: kind for name in blocks}
+    apply_quantized(model, plan, blocks)
+    cfg = model.cfg
+    model.cfg = cfg.replace(extra={**cfg.extra, "quantized": {**cfg.extra.get("quantized", {}), **plan}})
+    return plan
+
+
+def apply_quantized(model: nn.Module, plan: dict[str, str], blocks: dict[str, torch.Tensor] | None = None) -> nn.Module:
+    """Replace the modules named in ``plan`` by quantised ones holding ``blocks`` (or, without
+    them, placeholders on the "meta" device that ``load_state_checked`` fills: a checkpoint's
+    load). Modules that shared a weight (a tied head) share their blocks."""
+    shared: dict[int, torch.Tensor] = {}
+    for name, kind in plan.items():
+        old = model.get_submodule(name)
+        if type(old) is nn.Embedding:
+            rows, n_in = old.num_embeddings, old.embedding_dim
+        elif type(old) is nn.Linear:
+            rows, n_in = old.out_features, old.in_features
+        else:
+            raise ValueError(f"cannot quantise {name} ({type(old).__name__}): only nn.Linear and nn.Embedding")
+        if blocks is not None:
+            b = blocks[name]
+        else:
+            b = shared.setdefault(id(old.weight), torch.empty(rows, n_in // BLOCK * BLOCK_BYTES[kind],
+                                                               dtype=torch.uint8, device="meta"))
+        if type(old) is nn.Embedding:
+            new = QuantizedEmbedding(b, kind, n_in)
+        else:
+            new = QuantizedLinear(b, kind, n_in, bias=old.bias)  # a placeholder bias stays one
+        parent, _, leaf = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, leaf, new)
+    return model
