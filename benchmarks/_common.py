@@ -44,3 +44,50 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
 
 def machine_line() -> str:
     return f"{platform.processor() or platform.machine()}, Python {platform.python_version()}, {os.cpu_count()} CPUs"
+
+
+def use_cores(threads: int) -> None:
+    """This process on its first ``threads`` cores, with as many torch threads (the lucidlm kernels
+    follow torch's count); llama.cpp started afterwards gets the same cores."""
+    import torch
+
+    cores = sorted(os.sched_getaffinity(0))[:threads]
+    os.sched_setaffinity(0, set(cores))
+    torch.set_num_threads(threads)
+
+
+def smollm2_kept_quantized():
+    """(GGUF path, tokenizer, model) of SmolLM2-135M-Instruct as generate and serve load it: its
+    blocks kept (``load_gguf(keep_quantized=True)``), one-token steps in C."""
+    from lucidlm.assets import asset_path
+    from lucidlm.loading.gguf import load_gguf
+    from lucidlm.tokenizers import load_tokenizer
+
+    path = asset_path("smollm2-135m-instruct")
+    return path, load_tokenizer(path), load_gguf(path, keep_quantized=True).use_fast_decode()
+
+
+def llama_cpp_last_logits(llm):
+    """The logits of the last position llama.cpp evaluated, read in place (llama-cpp-python keeps no
+    copy unless logits_all)."""
+    import numpy as np
+
+    return np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),))
+
+
+def run_phases(script: str, thread_counts: tuple[int, ...], *args: str) -> list[dict]:
+    """``script --phase N *args`` in a fresh process per thread count (pinned there by ``use_cores``),
+    each printing one JSON line; the counts beyond this process's cores are skipped with a note."""
+    import json
+    import subprocess
+    import sys
+
+    results = []
+    for threads in thread_counts:
+        if threads > len(os.sched_getaffinity(0)):
+            print(f"(skipping {threads} threads: this process may use {len(os.sched_getaffinity(0))} core(s))")
+            continue
+        out = subprocess.run([sys.executable, script, "--phase", str(threads), *args], check=True,
+                             capture_output=True, text=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1]))
+    return results

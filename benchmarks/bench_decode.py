@@ -26,16 +26,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_line, median_time, pin_to_one_core, print_table  # noqa: E402
+from _common import (  # noqa: E402
+    llama_cpp_last_logits,
+    machine_line,
+    median_time,
+    pin_to_one_core,
+    print_table,
+    run_phases,
+    smollm2_kept_quantized,
+    use_cores,
+)
 
 PROMPT = "<|im_start|>user\nWrite a short poem about the sea.<|im_end|>\n<|im_start|>assistant\n"
 QUESTIONS = ["Write a short poem about the sea.", "What is the capital of France?",
@@ -120,31 +127,22 @@ def greedy_with_logits(model, ids: list[int], n_new: int) -> tuple[list[int], li
 
 def llama_cpp_greedy(llm, ids: list[int], n_new: int) -> list[int]:
     """llama.cpp's greedy tokens: evaluate the prompt, then one token at a time, argmax of its logits."""
-    import numpy as np
-
     llm.reset()
     llm.eval(ids)
     out = []
-    for _ in range(n_new):  # the last position's logits, read in place (llama-cpp-python keeps no copy)
-        out.append(int(np.argmax(np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)))))
+    for _ in range(n_new):
+        out.append(int(llama_cpp_last_logits(llm).argmax()))
         llm.eval([out[-1]])
     return out
 
 
 def quantized_phase(threads: int, tokens: int, repeat: int) -> dict:
     """One thread count, in this (fresh) process: lucidlm kept-quantised vs llama.cpp, taking turns."""
-    cores = sorted(os.sched_getaffinity(0))[:threads]
-    os.sched_setaffinity(0, set(cores))
-    torch.set_num_threads(threads)
-    from lucidlm.assets import asset_path
-    from lucidlm.loading.gguf import load_gguf
+    use_cores(threads)
     from lucidlm.models.decode_fast import kernel_info
     from lucidlm.nn.quantized import weight_bytes
-    from lucidlm.tokenizers import load_tokenizer
 
-    path = asset_path("smollm2-135m-instruct")
-    tok = load_tokenizer(path)
-    model = load_gguf(path, keep_quantized=True).use_fast_decode()
+    path, tok, model = smollm2_kept_quantized()
     ids = tok.encode(PROMPT, allowed_special="all")
     result = {"threads": threads, "kernel": kernel_info(), "weight_bytes": weight_bytes(model), "ours": [], "peer": []}
     try:
@@ -165,7 +163,24 @@ def quantized_phase(threads: int, tokens: int, repeat: int) -> dict:
     a = torch.ones(256 * 2**20 // 4)  # 256 MB: far beyond the caches
     a.sum()
     result["read_s_per_byte"] = median_time(a.sum, 5) / a.nbytes
+    result["matvec_s"] = quantized_matvec_floor(model, repeat)
     return result
+
+
+@torch.inference_mode()
+def quantized_matvec_floor(model, repeat: int) -> float:
+    """Seconds for one token's products from the blocks alone (every QuantizedLinear once, the C kernel)."""
+    from lucidlm.nn.quantized import QuantizedLinear
+
+    layers = [m for m in model.modules() if isinstance(m, QuantizedLinear)]
+    xs = {m.in_features: torch.randn(1, m.in_features) for m in layers}
+
+    def run():
+        for m in layers:
+            m(xs[m.in_features])
+
+    run()
+    return median_time(run, repeat * 3)
 
 
 def quantized_agreement(tokens: int) -> list[list]:
@@ -194,7 +209,7 @@ def quantized_agreement(tokens: int) -> list[list]:
     return rows
 
 
-def print_quantized(results: list[dict], agreement: list[list], tokens: int) -> None:
+def print_quantized(results: list[dict], agreement: list[list], tokens: int, hf_tok_s: float | None) -> None:
     print(f"\nkept-quantised decoding ({results[0]['kernel']}), SmolLM2-135M-Instruct Q4_1 GGUF "
           f"(Q8_0 embedding/head), {tokens} new tokens after a short prompt, batch 1")
     rows = []
@@ -203,7 +218,9 @@ def print_quantized(results: list[dict], agreement: list[list], tokens: int) -> 
         floor = 1 / (r["weight_bytes"] * r["read_s_per_byte"])
         peer = tokens / statistics.median(r["peer"]) if r["peer"] else None
         rows.append([f"{r['threads']} thread(s)", ours, peer if peer else "-", f"{ours / peer:.2f}x" if peer else "-",
-                     floor, f"{ours / floor:.0%}"])
+                     1 / r["matvec_s"], floor, f"{ours / floor:.0%}"])
+        if hf_tok_s and r["threads"] == 1:
+            print(f"  1 thread: {ours / hf_tok_s:.2f}x transformers' float32 decoding measured above ({hf_tok_s:.1f} tok/s)")
         if r.get("peer_tokens") is not None:
             same = sum(a == b for a, b in zip(r["peer_tokens"], r["our_tokens"]))
             print(f"  {r['threads']} thread(s): greedy tokens identical to llama.cpp's: {same}/{tokens}")
@@ -211,8 +228,8 @@ def print_quantized(results: list[dict], agreement: list[list], tokens: int) -> 
             print(f"  llama.cpp column skipped: {r['peer_missing']}")
     print_table(f"tokens/s; floor = reading the {results[0]['weight_bytes'] / 1e6:.0f} MB of weights once per token "
                 "at torch.sum's bandwidth with as many threads",
-                ["threads", "lucidlm tok/s", "llama.cpp tok/s", "lucidlm / llama.cpp", "read floor tok/s",
-                 "of floor"], rows)
+                ["threads", "lucidlm tok/s", "llama.cpp tok/s", "lucidlm / llama.cpp", "products alone tok/s",
+                 "read floor tok/s", "of read floor"], rows)
     print_table("greedy tokens of the kept-quantised model vs the float32 (dequantised) model, per prompt",
                 ["prompt", "identical", "first difference: fp32 top-2 margin"], agreement)
 
@@ -227,22 +244,16 @@ def main() -> None:
     if args.phase is not None:
         print(json.dumps(quantized_phase(args.phase, args.tokens, args.repeat)))
         return
-    results = []  # first, while this process may still use every core it was given
-    for threads in (1, 2):
-        if threads > len(os.sched_getaffinity(0)):
-            print(f"(skipping {threads} threads: this process may use {len(os.sched_getaffinity(0))} core(s))")
-            continue
-        out = subprocess.run([sys.executable, __file__, "--phase", str(threads), "--tokens", str(args.tokens),
-                              "--repeat", str(args.repeat)], check=True, capture_output=True, text=True).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
-    if not args.skip_fp32:
-        fp32_part(args)
+    # first, while this process may still use every core it was given
+    results = run_phases(__file__, (1, 2), "--tokens", str(args.tokens), "--repeat", str(args.repeat))
+    hf_tok_s = None if args.skip_fp32 else fp32_part(args)
     pin_to_one_core()
     torch.set_num_threads(1)
-    print_quantized(results, quantized_agreement(args.tokens), args.tokens)
+    print_quantized(results, quantized_agreement(args.tokens), args.tokens, hf_tok_s)
 
 
-def fp32_part(args) -> None:
+def fp32_part(args) -> float:
+    """The float32 tables; returns transformers' tok/s."""
     pin_to_one_core()
     torch.set_num_threads(1)
 
@@ -321,6 +332,7 @@ def fp32_part(args) -> None:
     print(f"\nlucidlm (use_fast_decode) runs at {floors['C kernel'] / (t_ours / args.tokens):.0%} of the speed of "
           f"its mat-vec floor and {t_read / (t_ours / args.tokens):.0%} of the read floor: the rest is attention, "
           "norms, the per-call overhead and the prefill.")
+    return 1 / per_token
 
 
 if __name__ == "__main__":

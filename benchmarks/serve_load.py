@@ -10,6 +10,14 @@ each N runs N clients, each sending --requests streaming chat requests one after
 same requests sent one at a time), p50/p99 time to first token, p50/p99 time between tokens, and
 errors (must be 0). Goal from the issue: tok/s at 8 clients >= 3x a single client, which only
 continuous batching gives (one forward pass serves every active request).
+
+Then the same clients against llama.cpp's own OpenAI server (``python -m llama_cpp.server``, from
+llama-cpp-python with its ``[server]`` extras: ``make llama-cpp`` installs both) on the same GGUF
+with the same threads (EOS is kept from ending a request by a ``logit_bias`` of -100, since it has
+no ``ignore_eos``), and each server's resident memory (VmRSS after the run, VmHWM its peak); also
+that of ``lucidlm serve --dequantize`` (float32 weights: what lucidlm served before it kept the
+GGUF's blocks). Goals: aggregate tok/s at 8 clients >= 2x llama.cpp's server; lucidlm's memory
+<= 1/3 of the float32 server's.
 """
 
 from __future__ import annotations
@@ -40,17 +48,29 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_server(port: int, threads: int, max_batch: int) -> subprocess.Popen:
+def start_server(port: int, threads: int, max_batch: int, server: str = "lucidlm") -> subprocess.Popen:
+    """``server``: "lucidlm", "lucidlm-dequantized" (``--dequantize``) or "llama.cpp"."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    cmd = [sys.executable, "-m", "lucidlm.cli", "serve", "--model", MODEL, "--port", str(port), "--embed-model",
-           "none", "--max-batch", str(max_batch), "--log-level", "warning"]
-    proc = subprocess.Popen(cmd, env=env)
+    if server == "llama.cpp":
+        from lucidlm.assets import asset_path
+
+        cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(asset_path(MODEL)), "--host", "127.0.0.1",
+               "--port", str(port), "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "2048",
+               "--interrupt_requests", "False"]  # queue concurrent requests (its default: a new one cancels the last)
+        health = f"http://127.0.0.1:{port}/v1/models"
+    else:
+        cmd = [sys.executable, "-m", "lucidlm.cli", "serve", "--model", MODEL, "--port", str(port), "--embed-model",
+               "none", "--max-batch", str(max_batch), "--log-level", "warning"]
+        cmd += ["--dequantize"] if server == "lucidlm-dequantized" else []
+        health = f"http://127.0.0.1:{port}/health"
+    quiet = subprocess.DEVNULL if server == "llama.cpp" else None  # it logs every request
+    proc = subprocess.Popen(cmd, env=env, stdout=quiet, stderr=quiet)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with code {proc.returncode}")
+            raise RuntimeError(f"the {server} server exited with code {proc.returncode}")
         try:
-            if httpx2.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+            if httpx2.get(health, timeout=2).status_code == 200:
                 return proc
         except httpx2.HTTPError:
             pass
@@ -59,11 +79,21 @@ def start_server(port: int, threads: int, max_batch: int) -> subprocess.Popen:
     raise RuntimeError("the server did not become healthy within 180 s")
 
 
-def one_request(http: httpx2.Client, url: str, topic: str, max_tokens: int) -> dict:
+def memory_mb(pid: int) -> tuple[float, float]:
+    """(VmRSS, VmHWM) of a process in MB: its resident memory now, and at its peak."""
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+# llama.cpp's server has no ignore_eos: SmolLM2's end tokens (<|endoftext|>, <|im_end|>) get a bias of -100
+NO_EOS = {"0": -100, "2": -100}
+
+
+def one_request(http: httpx2.Client, url: str, topic: str, max_tokens: int, peer: bool = False) -> dict:
     """Stream one chat completion; returns its timings (seconds) and token count, or its error."""
     body = {"model": MODEL, "messages": [{"role": "user", "content": f"Write a short poem about {topic}."}],
-            "max_tokens": max_tokens, "temperature": 0, "ignore_eos": True, "stream": True,
-            "stream_options": {"include_usage": True}}
+            "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    body |= {"logit_bias": NO_EOS} if peer else {"ignore_eos": True, "stream_options": {"include_usage": True}}
     start = time.perf_counter()
     arrivals, tokens = [], 0
     try:
@@ -80,6 +110,7 @@ def one_request(http: httpx2.Client, url: str, topic: str, max_tokens: int) -> d
                     tokens = chunk["usage"]["completion_tokens"]
                 elif chunk["choices"] and chunk["choices"][0]["delta"].get("content"):
                     arrivals.append(time.perf_counter())
+                    tokens += peer  # llama.cpp's server sends one token a chunk, and no usage
     except httpx2.HTTPError as exc:
         return {"error": repr(exc)}
     if not arrivals or tokens != max_tokens:
@@ -88,7 +119,7 @@ def one_request(http: httpx2.Client, url: str, topic: str, max_tokens: int) -> d
             "gaps": [b - a for a, b in zip(arrivals, arrivals[1:])]}
 
 
-def run_clients(url: str, n: int, requests: int, max_tokens: int, time_limit: float) -> list[dict]:
+def run_clients(url: str, n: int, requests: int, max_tokens: int, time_limit: float, peer: bool = False) -> list[dict]:
     results: list[dict] = []
     lock = threading.Lock()
     stop_at = time.perf_counter() + time_limit
@@ -98,7 +129,7 @@ def run_clients(url: str, n: int, requests: int, max_tokens: int, time_limit: fl
             for r in range(requests):
                 if time.perf_counter() > stop_at:
                     return
-                result = one_request(http, url, TOPICS[(i + r * n) % len(TOPICS)], max_tokens)
+                result = one_request(http, url, TOPICS[(i + r * n) % len(TOPICS)], max_tokens, peer)
                 with lock:
                     results.append(result)
 
@@ -117,33 +148,22 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", default="1,4,8,16", help="comma-separated client counts")
-    parser.add_argument("--max-tokens", type=int, default=32, help="tokens generated per request")
-    parser.add_argument("--requests", type=int, default=3, help="requests each client sends, one after another")
-    parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per client count (no new "
-                        "requests after it)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="the server's torch threads")
-    parser.add_argument("--max-batch", type=int, default=16, help="the server's --max-batch")
-    args = parser.parse_args()
-    counts = [int(c) for c in args.clients.split(",")]
-
+def measure(server: str, counts: list[int], args) -> tuple[list[list], tuple[float, float]]:
+    """Rows of the table for one server, and its (VmRSS, VmHWM) after the run."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    print(f"serve_load: {machine_line()}; server: {MODEL}, {args.threads} torch threads, max_batch "
-          f"{args.max_batch}; {args.max_tokens} tokens per request, greedy")
-    server = start_server(port, args.threads, args.max_batch)
+    peer = server == "llama.cpp"
+    proc = start_server(port, args.threads, args.max_batch, server)
     try:
-        run_clients(url, 1, 1, 4, 60)  # warm-up: first-call allocations, caches
+        run_clients(url, 1, 1, 4, 60, peer)  # warm-up: first-call allocations, caches
         rows, base = [], None
         for n in counts:
             t0 = time.perf_counter()
-            results = run_clients(url, n, args.requests, args.max_tokens, args.time_limit)
+            results = run_clients(url, n, args.requests, args.max_tokens, args.time_limit, peer)
             ok = [r for r in results if "error" not in r]
             errors = [r["error"] for r in results if "error" in r]
             for e in errors[:3]:
-                print(f"  error (N={n}): {e}")
+                print(f"  error ({server}, N={n}): {e}")
             wall = (max(r["end"] for r in ok) - min(r["start"] for r in ok)) if ok else time.perf_counter() - t0
             tok_s = sum(r["tokens"] for r in ok) / wall if ok else 0.0
             base = base or tok_s
@@ -151,19 +171,56 @@ def main() -> None:
             gaps = [g for r in ok for g in r["gaps"]]
             rows.append([n, len(ok), tok_s, tok_s / base, pct(ttft, 0.5) * 1e3, pct(ttft, 0.99) * 1e3,
                          pct(gaps, 0.5) * 1e3, pct(gaps, 0.99) * 1e3, len(errors)])
-        print_table("concurrent streaming clients (times in ms)",
-                    ["clients", "requests", "tok/s", "x N=1", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99",
-                     "errors"], rows)
-        by_n = {r[0]: r for r in rows}
-        if 1 in by_n and 8 in by_n:
-            ratio = by_n[8][3]
-            print(f"\n8 clients vs 1: {ratio:.2f}x total tok/s (goal >= 3x): {'met' if ratio >= 3 else 'NOT met'}")
+        return rows, memory_mb(proc.pid)
     finally:
-        server.terminate()
+        proc.terminate()
         try:
-            server.wait(15)
+            proc.wait(15)
         except subprocess.TimeoutExpired:
-            server.kill()
+            proc.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", default="1,4,8,16", help="comma-separated client counts")
+    parser.add_argument("--max-tokens", type=int, default=32, help="tokens generated per request")
+    parser.add_argument("--requests", type=int, default=3, help="requests each client sends, one after another")
+    parser.add_argument("--time-limit", type=float, default=120.0, help="seconds per client count (no new "
+                        "requests after it)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="each server's threads")
+    parser.add_argument("--max-batch", type=int, default=16, help="the lucidlm server's --max-batch")
+    parser.add_argument("--no-peer", action="store_true", help="skip llama.cpp's server and the float32 server")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.clients.split(",")]
+    print(f"serve_load: {machine_line()}; {MODEL} (Q4_1 GGUF), {args.threads} threads per server, lucidlm "
+          f"max_batch {args.max_batch}; {args.max_tokens} tokens per request, greedy")
+    header = ["clients", "requests", "tok/s", "x N=1", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99", "errors"]
+    rows, memory = measure("lucidlm", counts, args)
+    print_table("lucidlm serve: concurrent streaming clients (times in ms)", header, rows)
+    by_n = {r[0]: r for r in rows}
+    if 1 in by_n and 8 in by_n:
+        ratio = by_n[8][3]
+        print(f"\n8 clients vs 1: {ratio:.2f}x total tok/s (goal >= 3x): {'met' if ratio >= 3 else 'NOT met'}")
+    memories = [["lucidlm serve (GGUF blocks kept)", *memory]]
+    if not args.no_peer:
+        try:
+            import llama_cpp.server.app  # noqa: F401  (the [server] extras)
+
+            peer_rows, peer_memory = measure("llama.cpp", counts, args)
+            print_table("llama_cpp.server, the same clients (times in ms)", header, peer_rows)
+            memories.append(["python -m llama_cpp.server", *peer_memory])
+            peer_by_n = {r[0]: r for r in peer_rows}
+            print_table("aggregate tok/s, lucidlm / llama.cpp's server (goal at 8 clients: >= 2x)",
+                        ["clients", "lucidlm tok/s", "llama.cpp tok/s", "ratio"],
+                        [[n, by_n[n][2], peer_by_n[n][2], f"{by_n[n][2] / peer_by_n[n][2]:.2f}x"]
+                         for n in counts if n in peer_by_n and peer_by_n[n][2] > 0])
+        except ImportError as exc:
+            print(f"\nllama.cpp's server skipped: {exc} (make llama-cpp installs llama-cpp-python[server])")
+        _, float_memory = measure("lucidlm-dequantized", [1], args)
+        memories.append(["lucidlm serve --dequantize (float32)", *float_memory])
+    print_table("resident memory of each server after its run (MB)", ["server", "VmRSS", "VmHWM (peak)"], memories)
+    if len(memories) > 1 and memories[-1][0].endswith("(float32)"):
+        print(f"lucidlm's peak memory: {memories[0][2] / memories[-1][2]:.2f} of the float32 server's (goal <= 1/3)")
 
 
 if __name__ == "__main__":

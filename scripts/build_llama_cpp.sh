@@ -37,3 +37,5 @@ if [ -z "$wheel" ]; then
     wheel=$(ls "$CACHE"/llama_cpp_python-$VERSION-*.whl | head -n 1)
 fi
 "$PY" -m pip install --quiet "$wheel" && echo "installed $(basename "$wheel")"
+# its OpenAI server's packages (benchmarks/serve_load.py compares with it); optional
+"$PY" -m pip install --quiet "$wheel[server]" || echo "llama-cpp-python[server] not installed: serve_load.py will skip llama.cpp's server"
