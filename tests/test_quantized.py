@@ -334,3 +334,16 @@ def test_quantize_command_measures_and_writes(tiny_checkpoint, tmp_path, capsys)
     assert main(["quantize", str(tiny_checkpoint), "--to", "q4_1", "--out", str(tmp_path / "x"),
                  "--text", str(empty)]) == 2
     assert "is empty" in capsys.readouterr().err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize("T", [3, 40, 100])
+def test_a_sequence_gives_the_same_numbers_alone_or_in_a_batch(T):
+    """Prompts are batched too (prefill): the path (C kernel for short sequences, dequantise + GEMM
+    for long ones) follows the sequence's length, not the batch's rows, so each row stays the same."""
+    g = torch.Generator().manual_seed(6)
+    layer = Q.QuantizedLinear(blocks_of(torch.randn(48, 64, generator=g), "q4_1"), "q4_1", 64)
+    x = torch.randn(3, T, 64, generator=g)
+    with torch.no_grad():
+        together = layer(x)
+        for i in range(3):
+            assert torch.equal(layer(x[i : i + 1]), together[i : i + 1])

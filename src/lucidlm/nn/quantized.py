@@ -119,9 +119,11 @@ class QuantizedLinear(nn.Module):
         return self.blocks.numel() + (0 if self.bias is None else 4 * self.bias.numel())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // max(1, x.shape[-1])
-        if K is not None and rows <= MAX_FAST_ROWS and x.dtype == torch.float32 and x.is_cpu \
-                and not torch.is_grad_enabled() and x.shape[-1] == self.in_features and rows > 0:
+        # The path is chosen by the tokens of one sequence (T of (B, T, C)), never by the batch, so
+        # that a row's numbers do not depend on which other rows share its batch.
+        tokens = x.shape[-2] if x.dim() >= 3 else x.numel() // max(1, x.shape[-1])
+        if K is not None and 0 < tokens <= MAX_FAST_ROWS and x.dtype == torch.float32 and x.is_cpu \
+                and not torch.is_grad_enabled() and x.shape[-1] == self.in_features and x.numel() > 0:
             return self._forward_kernel(x)
         # The reference: expand the blocks to float32 and multiply. For many rows (a prompt) this
         # is also the fast way: one dequantisation, then PyTorch's blocked matrix product.
