@@ -201,21 +201,12 @@ def conditioned_metrics(smiles: Sequence[str], request: str | tuple[str, float],
     """What MolGPT reports for molecules generated to order: validity, uniqueness, novelty
     (against ``train``: None for MOSES train, as in ``metrics.moses_metrics``), and the property's
     MAD, SD and mean over the valid molecules, for ``request`` ("logP=2")."""
-    from lucidlm.chem.metrics import fraction_unique, novelty
-    from lucidlm.chem.reference import canonical_train
+    from lucidlm.chem.metrics import sample_scores
 
     name, target = parse_request(request) if isinstance(request, str) else request
     property_function(name)
-    smiles = list(smiles)
-    if not smiles:
-        raise ValueError("no SMILES to score: the sample is empty")
-    canonical = features.map_molecules("canonical", smiles, n_jobs=n_jobs, progress=progress, desc="samples")
-    valid = [c for c in canonical if c is not None]
-    out: dict[str, float] = {"valid": len(valid) / len(smiles)}
+    valid, out = sample_scores(smiles, train=train, n_jobs=n_jobs, progress=progress)
     if not valid:
-        return out | {"unique": math.nan, "novelty": math.nan, f"{name} MAD": math.nan, f"{name} SD": math.nan,
-                      f"{name} mean": math.nan}
-    out["unique"] = fraction_unique(valid)
-    out["novelty"] = novelty(valid, canonical_train(train, n_jobs=n_jobs, progress=progress))
+        return out | {f"{name} MAD": math.nan, f"{name} SD": math.nan, f"{name} mean": math.nan}
     report = deviation_report(compute_properties(valid, [name], n_jobs=n_jobs, progress=progress)[name], target)
     return out | {f"{name} MAD": report["MAD"], f"{name} SD": report["SD"], f"{name} mean": report["mean"]}

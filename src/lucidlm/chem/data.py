@@ -19,8 +19,9 @@ positions, no end token, and every sample forced to start with "C".
 
 With ``condition="logP"`` (or QED, SAS, TPSA) each row starts with the molecule's property as a
 token, ``<logP=2.25> <bos> C C O <eos>`` (``conditions.py``), so the model learns to write a
-molecule to order; the dataset is then a random ``subset`` of train (computing QED or SAS takes
-about a millisecond a molecule) and holds no test splits.
+molecule to order; with ``condition="scaffold"``, with ``<scaffold>`` and the molecule's own
+Bemis-Murcko scaffold in SMILES tokens (``scaffolds.py``). The dataset is then a random ``subset``
+of train (computing QED or SAS takes about a millisecond a molecule) and holds no test splits.
 
 Validation is a random ``val_size`` molecules held out of MOSES train (seeded), not MOSES test:
 choosing the best checkpoint on test would leak into the test metrics (FCD/Test, SNN/Test).
@@ -64,9 +65,9 @@ def build_tokenizer(smiles: Iterable[str]):
 
 
 def encode_molecules(tokenizer, smiles: Sequence[str], *, where: str = "molecules",
-                     progress: bool = False, prefixes: Sequence[int] | None = None) -> list[list[int]]:
-    """Each SMILES as ``[bos, *tokens, eos]`` (``[prefix, bos, *tokens, eos]`` with ``prefixes``,
-    one id per molecule: its condition token). A token the vocabulary lacks is an error, never a
+                     progress: bool = False, prefixes: Sequence[Sequence[int]] | None = None) -> list[list[int]]:
+    """Each SMILES as ``[bos, *tokens, eos]`` (``[*prefix, bos, *tokens, eos]`` with ``prefixes``,
+    ids per molecule: its condition token, or its scaffold). A token the vocabulary lacks is an error, never a
     silent ``<unk>`` (the model would learn to write it); so is an empty string or one with
     characters no SMILES token matches. The error counts every bad molecule and shows the first."""
     from tqdm.auto import tqdm
@@ -89,7 +90,7 @@ def encode_molecules(tokenizer, smiles: Sequence[str], *, where: str = "molecule
             bad.append((i, f"{s!r} has token {unknown[0]!r}, which is not in the vocabulary of the training "
                            f"molecules ({tokenizer.vocab_size} tokens)"))
             continue
-        out.append([*(() if prefixes is None else (prefixes[i],)), bos, *(stoi[t] for t in tokens), eos])
+        out.append([*(() if prefixes is None else prefixes[i]), bos, *(stoi[t] for t in tokens), eos])
     if bad:
         i, why = bad[0]
         raise ValueError(f"{where}: {len(bad)} of {len(smiles)} molecules cannot be encoded; the first, molecule "
@@ -113,11 +114,42 @@ def _condition_prefixes(tokenizer, name: str, splits: dict[str, Sequence[str] | 
                              f"the first, molecule {bad[0] + 1}: {splits[split][bad[0]]!r}")
     cond = fit_condition(name, values["train"])
     tokenizer = SmilesTokenizer([*tokenizer.tokens, *(t for t in cond.tokens() if t not in tokenizer.stoi)])
-    prefixes = {split: [tokenizer.stoi[cond.token(v)] for v in vals] for split, vals in values.items()}
+    prefixes = {split: [[tokenizer.stoi[cond.token(v)]] for v in vals] for split, vals in values.items()}
     fitted = {"name": name, "step": cond.step, "lo": cond.lo, "hi": cond.hi, "tokens": len(cond.tokens()),
               "train_mean": round(float(values["train"].mean()), 4),
               "train_sd": round(float(values["train"].std()), 4)}
     return tokenizer, prefixes, fitted
+
+
+def _scaffold_prefixes(tokenizer, splits: dict[str, Sequence[str] | None], *, n_jobs: int, progress: bool):
+    """The tokenizer with ``<scaffold>`` appended, and each split's prefixes: ``<scaffold>`` and the
+    molecule's own Bemis-Murcko scaffold in SMILES tokens (``scaffolds.py``)."""
+    from lucidlm.chem.scaffolds import SCAFFOLD_TOKEN, scaffolds_of
+    from lucidlm.tokenizers.simple import SmilesTokenizer
+
+    scaffolds = {split: scaffolds_of(mols, n_jobs=n_jobs, progress=progress) for split, mols in splits.items() if mols}
+    for split, found in scaffolds.items():
+        bad = [i for i, sc in enumerate(found) if sc is None]
+        if bad:
+            raise ValueError(f"{len(bad)} molecules of the {split} split have no scaffold (RDKit cannot parse them); "
+                             f"the first, molecule {bad[0] + 1}: {splits[split][bad[0]]!r}")
+    seen = {t for found in scaffolds.values() for sc in found for t in (tokenizer.tokenize(sc) if sc else ())}
+    new = sorted(seen - set(tokenizer.stoi))  # a scaffold may spell an atom its molecules never do ([nH])
+    tokenizer = SmilesTokenizer([*tokenizer.tokens, *new, SCAFFOLD_TOKEN])
+    marker = tokenizer.stoi[SCAFFOLD_TOKEN]
+    prefixes = {split: [[marker, *encode_tokens(tokenizer, sc, f"the scaffold {sc!r}")] for sc in found]
+                for split, found in scaffolds.items()}
+    return tokenizer, prefixes
+
+
+def encode_tokens(tokenizer, smiles: str, what: str) -> list[int]:
+    """The ids of a SMILES's tokens (no <bos>/<eos>); a token the vocabulary lacks is an error."""
+    ids = []
+    for t in tokenizer.tokenize(smiles) if smiles else []:
+        if t not in tokenizer.stoi:
+            raise ValueError(f"{what} has token {t!r}, which is not in the vocabulary of the molecules")
+        ids.append(tokenizer.stoi[t])
+    return ids
 
 
 # ----------------------------------------------------------------------------------------------
@@ -147,10 +179,14 @@ def prepare_smiles(out_dir: str | os.PathLike, train: Sequence[str], *, val: Seq
         raise ValueError(f"{out_dir} already exists; pass overwrite=True (--overwrite) to replace it")
     if tokenizer is None:
         tokenizer = build_tokenizer([*train, *(val or ()), *(s for mols in (extra or {}).values() for s in mols)])
-    prefixes = {}  # split -> one condition id per molecule
-    if condition is not None:
-        tokenizer, prefixes, fitted = _condition_prefixes(tokenizer, condition, {"train": train, "val": val, **(extra or {})},
-                                                          n_jobs=n_jobs, progress=progress)
+    prefixes = {}  # split -> ids before <bos> per molecule: its condition token, or its scaffold
+    splits = {"train": train, "val": val, **(extra or {})}
+    if condition == "scaffold":
+        tokenizer, prefixes = _scaffold_prefixes(tokenizer, splits, n_jobs=n_jobs, progress=progress)
+        info = {**(info or {}), "condition": {"name": "scaffold"}}
+    elif condition is not None:
+        tokenizer, prefixes, fitted = _condition_prefixes(tokenizer, condition, splits, n_jobs=n_jobs,
+                                                          progress=progress)
         info = {**(info or {}), "condition": fitted}
     # encode before holding val out, so that an error counts the bad molecules of the whole file
     encoded = {"train": encode_molecules(tokenizer, train, where="the training molecules", progress=progress,
@@ -174,10 +210,14 @@ def prepare_smiles(out_dir: str | os.PathLike, train: Sequence[str], *, val: Seq
                                          prefixes=prefixes.get(name))
     row_length = max(len(ids) for rows in encoded.values() for ids in rows)
     arrays = {name: pad_rows(rows, tokenizer.pad_id, row_length) for name, rows in encoded.items()}
-    framing = 2 + (condition is not None)  # <bos>, <eos> and the condition token
-    lengths = np.array([len(ids) - framing for ids in encoded["train"]])
+    bos = tokenizer.bos_id
+
+    def molecule_tokens(ids: list[int]) -> int:  # after any prefix: <bos> tokens <eos>
+        return len(ids) - ids.index(bos) - 2
+
+    lengths = np.array([molecule_tokens(ids) for ids in encoded["train"]])
     info = {"molecules": {name: len(rows) for name, rows in encoded.items()},
-            "tokens_per_molecule": {"max": int(max(len(ids) - framing for rows in encoded.values() for ids in rows)),
+            "tokens_per_molecule": {"max": int(max(molecule_tokens(ids) for rows in encoded.values() for ids in rows)),
                                     "mean_train": round(float(lengths.mean()), 2)},
             "val_from_train": {"size": len(encoded["val"]), "seed": seed} if held_out else None,
             **(info or {})}

@@ -95,6 +95,22 @@ def novelty(canonical: Iterable[str], train: set[str]) -> float:
     return len(distinct - train) / len(distinct)
 
 
+def sample_scores(smiles: Sequence[str], *, train=None, n_jobs: int = 2,
+                  progress: bool = True) -> tuple[list[str], dict[str, float]]:
+    """What any sample of molecules is first scored on: (the valid ones, canonical; {"valid",
+    "unique", "novelty"}), novelty against ``train`` (None: MOSES train, as in ``moses_metrics``).
+    Unique and novelty are NaN when no molecule is valid; an empty sample is an error."""
+    smiles = list(smiles)
+    if not smiles:
+        raise ValueError("no SMILES to score: the sample is empty")
+    canonical = features.map_molecules("canonical", smiles, n_jobs=n_jobs, progress=progress, desc="samples")
+    valid = [c for c in canonical if c is not None]
+    if not valid:
+        return valid, {"valid": 0.0, "unique": math.nan, "novelty": math.nan}
+    return valid, {"valid": len(valid) / len(smiles), "unique": fraction_unique(valid),
+                   "novelty": novelty(valid, canonical_train(train, n_jobs=n_jobs, progress=progress))}
+
+
 def cosine_similarity(ref: dict[str, int], gen: dict[str, int]) -> float:
     """<r, g> / (|r| |g|) of two count vectors indexed by name, a missing name counting 0 (MOSES's
     ``cos_similarity``; NaN when either is empty).

@@ -19,6 +19,7 @@ from lucidlm.cli.args import positive_int
 from lucidlm.cli.train import _collect_overrides
 
 CONDITIONS = ("logP", "QED", "SAS", "TPSA")  # chem.conditions.PROPERTIES (not imported: the parser stays light)
+SCAFFOLD = "scaffold"  # chem.scaffolds: the molecule's Bemis-Murcko scaffold as its prefix
 
 
 def _say(text: str) -> None:
@@ -59,10 +60,13 @@ def cmd_prepare(args) -> int:
         return 0
     counts = ", ".join(f"{name} {n:,}" for name, n in meta["molecules"].items())
     cond = meta.get("condition")
-    frame = f"<{cond['name']}=...> <bos> SMILES <eos>" if cond else "<bos> SMILES <eos>"
-    print(f"wrote {args.out}: {counts} molecules as rows of {meta['row_length']} tokens ({frame}, the "
-          f"longest {meta['tokens_per_molecule']['max']} + {2 + bool(cond)}); vocabulary {meta['vocab_size']} tokens")
-    if cond:
+    if cond and cond["name"] == SCAFFOLD:
+        frame = "<scaffold> SCAFFOLD <bos> SMILES <eos>"
+    else:
+        frame = f"<{cond['name']}=...> <bos> SMILES <eos>" if cond else "<bos> SMILES <eos>"
+    print(f"wrote {args.out}: {counts} molecules as rows of {meta['row_length']} tokens ({frame}, the longest "
+          f"molecule {meta['tokens_per_molecule']['max']} tokens); vocabulary {meta['vocab_size']} tokens")
+    if cond and cond["name"] != SCAFFOLD:
         print(f"condition {cond['name']}: {cond['tokens']} tokens from {cond['lo']:g} to {cond['hi']:g} in steps of "
               f"{cond['step']:g} (train mean {cond['train_mean']:g}, sd {cond['train_sd']:g})")
     return 0
@@ -98,16 +102,26 @@ def cmd_sample(args) -> int:
         raise ValueError(f"--out {args.out}: write .smi (one SMILES per line) or .csv")
     model, tokenizer = load_molecule_model(args.checkpoint, device=args.device)
     from lucidlm.chem.conditions import condition_prefix, conditions_of
+    from lucidlm.chem.scaffolds import SCAFFOLD_TOKEN, scaffold_prefix
 
     prefix: list[int] = []
     trained_with = conditions_of(tokenizer)
+    if args.condition and args.scaffold:
+        raise ValueError("pass --condition or --scaffold, not both (a model learns one kind of prefix)")
     if trained_with and not args.condition:  # it never saw a row start at <bos>: its output would mean nothing
         name, cond = next(iter(trained_with.items()))
         raise ValueError(f"this model was trained to write molecules to order: pass --condition {name}=VALUE "
                          f"({cond.lo:g} to {cond.hi:g})")
+    if SCAFFOLD_TOKEN in tokenizer.stoi and not args.scaffold:
+        raise ValueError("this model was trained to build molecules around a scaffold: pass --scaffold SMILES "
+                         "(e.g. --scaffold c1ccccc1)")
     if args.condition:
         prefix, value = condition_prefix(tokenizer, args.condition)
         _say(f"asking for {tokenizer.tokens[prefix[0]]} (the model's nearest condition to {args.condition})")
+    if args.scaffold:
+        with _chem_extra():
+            prefix, canonical = scaffold_prefix(tokenizer, args.scaffold)
+        _say(f"asking for molecules around the scaffold {canonical}")
     molecules = sample_molecules(model, tokenizer, args.n, params=params, batch_size=args.batch_size,
                                  max_tokens=args.max_tokens, prefix=prefix, constrained=args.constrained,
                                  progress=not args.no_progress)
@@ -135,7 +149,16 @@ def cmd_eval(args) -> int:
     samples = read_samples(args.samples)  # bad input fails here, before RDKit is needed
     _say(samples.report())
     with _chem_extra():
-        if args.target:
+        if args.target and args.scaffold:
+            raise ValueError("pass --target or --scaffold, not both")
+        if args.scaffold:
+            from lucidlm.chem.scaffolds import scaffold_metrics, scaffold_of
+
+            canonical = scaffold_of(args.scaffold)
+            if not canonical:
+                raise ValueError(f"--scaffold {args.scaffold!r} is not a ring scaffold RDKit can parse")
+            scores = scaffold_metrics(samples.smiles, canonical, n_jobs=args.n_jobs, progress=not args.no_progress)
+        elif args.target:
             from lucidlm.chem.conditions import conditioned_metrics
 
             scores = conditioned_metrics(samples.smiles, args.target, n_jobs=args.n_jobs,
@@ -194,9 +217,10 @@ def register_cli(subparsers) -> None:
     pr.add_argument("--seed", type=int, default=0, help="which molecules are held out (default: %(default)s)")
     pr.add_argument("--limit", type=positive_int, default=None,
                     help="only the first N molecules of each file (a quick trial)")
-    pr.add_argument("--condition", choices=CONDITIONS, default=None,
+    pr.add_argument("--condition", choices=(*CONDITIONS, SCAFFOLD), default=None,
                     help="start each row with the molecule's property as a token (<logP=2.25> <bos> ...), to sample "
-                         "molecules to order with `chem sample --condition logP=2`")
+                         "molecules to order with `chem sample --condition logP=2`; or with its Bemis-Murcko "
+                         "scaffold (scaffold: <scaffold> c1ccccc1 <bos> ...), for `chem sample --scaffold c1ccccc1`")
     pr.add_argument("--subset", type=positive_int, default=None,
                     help="with --condition: this many MOSES train molecules, at random (default: 300000)")
     pr.add_argument("--n-jobs", type=positive_int, default=2, help="processes computing --condition's property "
@@ -237,6 +261,9 @@ def register_cli(subparsers) -> None:
                    help="the longest generation (default: the model's context less <bos>)")
     s.add_argument("--condition", default=None, metavar="NAME=VALUE",
                    help="ask a model trained with `chem prepare --condition NAME` for this value, e.g. logP=2")
+    s.add_argument("--scaffold", default=None, metavar="SMILES",
+                   help="molecules around this Bemis-Murcko scaffold, from a model trained with `chem prepare "
+                        "--condition scaffold`, e.g. c1ccc(Cc2ccccn2)cc1")
     s.add_argument("--constrained", action="store_true",
                    help="draw only tokens that keep the SMILES parsable: no ring or branch left open, no bond "
                         "before ')' (lucidlm.chem.syntax; off by default, as MOSES samples its models freely)")
@@ -254,6 +281,9 @@ def register_cli(subparsers) -> None:
     e.add_argument("--target", default=None, metavar="NAME=VALUE",
                    help="molecules asked for a property (chem sample --condition): validity, uniqueness, novelty and "
                         "the property's mean absolute deviation (MAD) from VALUE, instead of the MOSES set")
+    e.add_argument("--scaffold", default=None, metavar="SMILES",
+                   help="molecules asked to be built around this scaffold (chem sample --scaffold): validity, "
+                        "uniqueness, novelty, and the share with exactly that scaffold / containing it")
     e.add_argument("--out", default=None, metavar="FILE.json", help="also write the scores here")
     e.add_argument("--json", action="store_true", help="print the scores as JSON")
     e.add_argument("--no-progress", action="store_true", help="no progress bars")
