@@ -76,18 +76,29 @@ def llama_cpp_last_logits(llm):
 
 
 def run_phases(script: str, thread_counts: tuple[int, ...], *args: str) -> list[dict]:
-    """``script --phase N *args`` in a fresh process per thread count (pinned there by ``use_cores``),
-    each printing one JSON line; the counts beyond this process's cores are skipped with a note."""
+    """``script --phase N --engine E *args`` in a fresh process per thread count and engine (pinned
+    there by ``use_cores``), each printing one JSON line; returns per thread count lucidlm's result
+    with llama.cpp's "peer*" fields merged in. The counts beyond this process's cores are skipped.
+
+    Why a process per engine: both use OpenMP, whose idle threads spin by default. lucidlm runs
+    with ``OMP_WAIT_POLICY=PASSIVE``, as its CLI sets it (PyTorch's spinning threads would steal
+    the C kernels' second core); llama.cpp with OpenMP's default, since PASSIVE makes it ~2.7x
+    slower at two threads (measured)."""
     import json
     import subprocess
     import sys
+
+    def one(threads: int, engine: str, env: dict) -> dict:
+        out = subprocess.run([sys.executable, script, "--phase", str(threads), "--engine", engine, *args],
+                             check=True, capture_output=True, text=True, env=env).stdout
+        return json.loads(out.strip().splitlines()[-1])
 
     results = []
     for threads in thread_counts:
         if threads > len(os.sched_getaffinity(0)):
             print(f"(skipping {threads} threads: this process may use {len(os.sched_getaffinity(0))} core(s))")
             continue
-        out = subprocess.run([sys.executable, script, "--phase", str(threads), *args], check=True,
-                             capture_output=True, text=True).stdout
-        results.append(json.loads(out.strip().splitlines()[-1]))
+        ours = one(threads, "lucidlm", {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"})
+        peer = one(threads, "llama.cpp", dict(os.environ))
+        results.append(ours | {k: v for k, v in peer.items() if k.startswith("peer")})
     return results

@@ -15,8 +15,9 @@ Goal from the issue: lucidlm >= 2x transformers' tokens/s.
 Then the quantised part: ``load_gguf(keep_quantized=True)`` keeps the file's Q4_1/Q8_0 blocks and
 multiplies by them in C (nn/quantized.py, ``linear_q``), beside llama.cpp (llama-cpp-python built
 from its sdist: ``make llama-cpp``; the column is skipped with a message where it is not installed)
-on the same file, with the same number of threads, taking turns. Each thread count runs in a fresh
-process pinned to that many cores (llama.cpp's OpenMP threads keep the affinity they start with).
+on the same file, with the same number of threads. Each thread count and engine runs in a fresh
+process pinned to that many cores (llama.cpp's OpenMP threads keep the affinity they start with), with
+its own OpenMP setting (``_common.run_phases`` says why), one after the other.
 Also printed: whether the quantised model's greedy tokens equal the float32 model's on every
 prompt (and, where one differs, the float32 model's margin between its top two logits there), the
 weight bytes each reads per token, and the floor those bytes set at the measured read bandwidth.
@@ -136,8 +137,8 @@ def llama_cpp_greedy(llm, ids: list[int], n_new: int) -> list[int]:
     return out
 
 
-def quantized_phase(threads: int, tokens: int, repeat: int) -> dict:
-    """One thread count, in this (fresh) process: lucidlm kept-quantised vs llama.cpp, taking turns."""
+def quantized_phase(threads: int, tokens: int, repeat: int, engine: str) -> dict:
+    """One thread count and one engine ("lucidlm" kept-quantised or "llama.cpp"), in this fresh process."""
     use_cores(threads)
     from lucidlm.models.decode_fast import kernel_info
     from lucidlm.nn.quantized import weight_bytes
@@ -145,21 +146,20 @@ def quantized_phase(threads: int, tokens: int, repeat: int) -> dict:
     path, tok, model = smollm2_kept_quantized()
     ids = tok.encode(PROMPT, allowed_special="all")
     result = {"threads": threads, "kernel": kernel_info(), "weight_bytes": weight_bytes(model), "ours": [], "peer": []}
-    try:
-        import llama_cpp
-
+    if engine == "llama.cpp":
+        try:
+            import llama_cpp
+        except ImportError:
+            result["peer_missing"] = ("llama-cpp-python is not installed: `make llama-cpp` builds it from its "
+                                      "sdist (once, ~9 minutes on 2 cores)")
+            return result
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(ids) + tokens + 8, n_threads=threads,
                               n_threads_batch=threads, verbose=False)
         result["peer_tokens"] = llama_cpp_greedy(llm, ids, tokens)
-    except ImportError:
-        llm = None
-        result["peer_missing"] = ("llama-cpp-python is not installed: `make llama-cpp` builds it from its sdist "
-                                  "(once, ~9 minutes on 2 cores)")
+        result["peer"] = [median_time(lambda: llama_cpp_greedy(llm, ids, tokens), 1) for _ in range(repeat)]
+        return result
     result["our_tokens"] = lucidlm_greedy(model, ids, tokens)
-    for _ in range(repeat):  # turns: a change in the shared machine's load falls on both alike
-        result["ours"].append(median_time(lambda: lucidlm_greedy(model, ids, tokens), 1))
-        if llm is not None:
-            result["peer"].append(median_time(lambda: llama_cpp_greedy(llm, ids, tokens), 1))
+    result["ours"] = [median_time(lambda: lucidlm_greedy(model, ids, tokens), 1) for _ in range(repeat)]
     a = torch.ones(256 * 2**20 // 4)  # 256 MB: far beyond the caches
     a.sum()
     result["read_s_per_byte"] = median_time(a.sum, 5) / a.nbytes
@@ -240,9 +240,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--skip-fp32", action="store_true", help="only the quantised part (against llama.cpp)")
     parser.add_argument("--phase", type=int, default=None, help=argparse.SUPPRESS)  # internal: one thread count
+    parser.add_argument("--engine", default="lucidlm", help=argparse.SUPPRESS)  # internal: with --phase
     args = parser.parse_args()
     if args.phase is not None:
-        print(json.dumps(quantized_phase(args.phase, args.tokens, args.repeat)))
+        print(json.dumps(quantized_phase(args.phase, args.tokens, args.repeat, args.engine)))
         return
     # first, while this process may still use every core it was given
     results = run_phases(__file__, (1, 2), "--tokens", str(args.tokens), "--repeat", str(args.repeat))

@@ -1,13 +1,13 @@
 """Time to first token for a long prompt: SmolLM2-135M-Instruct's Q4_1 GGUF, lucidlm (weights kept
 in their blocks, ``load_gguf(keep_quantized=True)``, as ``generate`` and ``serve`` load it) against
 llama.cpp (llama-cpp-python, built from its sdist: ``make llama-cpp``) on the same file, with the
-same number of threads, taking turns.
+same number of threads.
 
     flock /tmp/lucidlm-bench.lock .venv/bin/python benchmarks/bench_prefill.py [--tokens 512] [--repeat 5]
 
 A prefill is one forward pass over the whole prompt: the time from having the prompt's ids to
 having the first new token's logits. Each thread count runs in a fresh process pinned to that many
-cores. The floor beside it: the prompt's matrix products (2 x weights x tokens FLOPs) at the float32
+cores, one engine at a time (each with its own OpenMP setting: ``_common.run_phases``). The floor beside it: the prompt's matrix products (2 x weights x tokens FLOPs) at the float32
 matrix-multiply speed PyTorch measures on the same cores (a 2048 x 2048 GEMM); lucidlm's prefill
 multiplies in float32 (each weight matrix expanded from its blocks once per prompt), so that is
 what it cannot beat. Goal from the issue: time to first token for a 512-token prompt <= llama.cpp's
@@ -48,7 +48,7 @@ def prompt_ids(tok, n: int) -> list[int]:
     return head + body + tail
 
 
-def phase(threads: int, tokens: int, repeat: int) -> dict:
+def phase(threads: int, tokens: int, repeat: int, engine: str) -> dict:
     use_cores(threads)
     path, tok, model = smollm2_kept_quantized()
     ids = prompt_ids(tok, tokens)
@@ -59,10 +59,13 @@ def phase(threads: int, tokens: int, repeat: int) -> dict:
         cache = model.new_cache(1, len(ids) + 1)
         return int(model(x, cache=cache, last_only=True)[0, -1].argmax())
 
-    result = {"threads": threads, "tokens": len(ids), "ours": [], "peer": [], "our_first": ours()}
-    try:
-        import llama_cpp
-
+    result = {"threads": threads, "tokens": len(ids), "ours": [], "peer": []}
+    if engine == "llama.cpp":
+        try:
+            import llama_cpp
+        except ImportError:
+            result["peer_missing"] = "llama-cpp-python is not installed: `make llama-cpp` builds it (once, ~9 minutes)"
+            return result
         llm = llama_cpp.Llama(model_path=str(path), n_ctx=len(ids) + 16, n_batch=len(ids), n_ubatch=len(ids),
                               n_threads=threads, n_threads_batch=threads, verbose=False)
 
@@ -72,13 +75,10 @@ def phase(threads: int, tokens: int, repeat: int) -> dict:
             return int(llama_cpp_last_logits(llm).argmax())
 
         result["peer_first"] = peer()
-    except ImportError:
-        peer = None
-        result["peer_missing"] = "llama-cpp-python is not installed: `make llama-cpp` builds it (once, ~9 minutes)"
-    for _ in range(repeat):  # turns: a change in the shared machine's load falls on both alike
-        result["ours"].append(median_time(ours, 1))
-        if peer is not None:
-            result["peer"].append(median_time(peer, 1))
+        result["peer"] = [median_time(peer, 1) for _ in range(repeat)]
+        return result
+    result["our_first"] = ours()
+    result["ours"] = [median_time(ours, 1) for _ in range(repeat)]
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     a @ b
     result["gflops"] = 2 * 2048**3 / median_time(lambda: a @ b, 5) / 1e9
@@ -101,9 +101,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512, help="prompt length")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--phase", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--engine", default="lucidlm", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase is not None:
-        print(json.dumps(phase(args.phase, args.tokens, args.repeat)))
+        print(json.dumps(phase(args.phase, args.tokens, args.repeat, args.engine)))
         return
     print(f"bench_prefill: {machine_line()}; torch {torch.__version__}")
     rows = []

@@ -6,6 +6,8 @@ import argparse
 import sys
 import time
 
+from lucidlm.cli.args import quiet_openmp
+
 
 def _load(args: argparse.Namespace):
     from lucidlm.loading.load import load_for_generation
@@ -84,6 +86,7 @@ def _show(token) -> str:
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    quiet_openmp()  # before torch is imported (cli/args.py says why)
     from lucidlm.generate.chat import render_chat
     from lucidlm.generate.decode import stream
 
@@ -120,6 +123,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
+    quiet_openmp()  # before torch is imported (cli/args.py says why)
     from lucidlm.generate.chat import render_chat
     from lucidlm.generate.decode import encode_prompt, stream
 

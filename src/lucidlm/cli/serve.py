@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from lucidlm.cli.args import port, positive_int
+from lucidlm.cli.args import port, positive_int, quiet_openmp
 
 
 def build_app(args: argparse.Namespace):
     """The app the command serves (separate from ``cmd_serve`` so a test can build it)."""
+    quiet_openmp()  # before torch is imported
     from lucidlm.generate.chat import chat_template_from_option
     from lucidlm.generate.defaults import describe, model_sampling_defaults
     from lucidlm.loading.load import load_for_generation
@@ -61,6 +62,7 @@ def bind(host: str, port: int):
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    quiet_openmp()  # before torch is imported (cli/args.py says why)
     import uvicorn
 
     if args.host not in ("127.0.0.1", "localhost", "::1"):

@@ -34,14 +34,12 @@ Notation: B rows, C model width, nh / nkv query / key-value heads, hs head size,
 
 from __future__ import annotations
 
-import os
-
 import torch
 from torch import nn
 
 from lucidlm.nn.lora import LoRALinear
 from lucidlm.nn.norms import RMSNorm
-from lucidlm.nn.quantized import KIND_CODES, QuantizedLinear
+from lucidlm.nn.quantized import KIND_CODES, QuantizedLinear, use_torch_threads
 
 try:
     from lucidlm.nn import _decode_kernel as K
@@ -58,11 +56,6 @@ MAX_ROWS = 16
 def kernel_info() -> str:
     """What the fast path runs on, for logs: e.g. "C kernel (avx2+fma)"."""
     return f"C kernel ({K.simd()})" if K is not None else "not built (no C compiler at install): PyTorch ops"
-
-
-def _cores() -> int:
-    """The cores this process may run on (a helper thread without a core of its own only waits)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def unsupported_reason(model) -> str | None:
@@ -196,9 +189,7 @@ def decode_step(model, ids: torch.Tensor, positions: torch.Tensor, key_padding: 
             return None  # the reference path gives the error message
         key_ok = key_padding.to(torch.bool).contiguous()  # (B, L + 1): one byte per key, 1 = real
 
-    threads = min(torch.get_num_threads(), _cores(), 64)  # as many threads as PyTorch, not more than cores
-    if K.threads() != threads:
-        K.set_threads(threads)
+    use_torch_threads()  # as many threads as PyTorch, not more than cores
     x = model.embed(ids, positions).reshape(B, C).to(FLOAT).contiguous()  # (B, C): token (+ position)
     n_qkv = C + 2 * nkv * hs
     h = torch.empty(B, C, dtype=FLOAT)  # a normalised copy of x

@@ -24,6 +24,8 @@ Notation: n_out rows of n_in weights, n_in // 32 blocks a row.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -37,6 +39,15 @@ BLOCK = 32  # weights per block
 BLOCK_BYTES = {"q8_0": 34, "q4_0": 18, "q4_1": 20}
 KIND_CODES = {"q8_0": 0, "q4_0": 1, "q4_1": 2}  # _decode_kernel.c's enum
 MAX_FAST_ROWS = 64  # beyond this many rows, dequantising once and one GEMM is faster (measured: see forward)
+
+
+def use_torch_threads() -> None:
+    """Give the C kernels as many threads as PyTorch uses (``torch.set_num_threads``), not more than
+    this process has cores (a helper thread without a core of its own only waits)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    threads = min(torch.get_num_threads(), cores, 64)
+    if K.threads() != threads:
+        K.set_threads(threads)
 
 
 def _fp16_column(blocks: torch.Tensor, start: int) -> torch.Tensor:
@@ -130,6 +141,7 @@ class QuantizedLinear(nn.Module):
         return F.linear(x, self.dequantize().to(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
 
     def _forward_kernel(self, x: torch.Tensor) -> torch.Tensor:
+        use_torch_threads()  # a prompt may come before any one-token step has set them
         x2 = x.reshape(-1, self.in_features).contiguous()  # (rows, in)
         out = torch.empty(x2.shape[0], self.out_features)  # (rows, out)
         bias = self.bias.data_ptr() if self.bias is not None else 0
