@@ -133,23 +133,13 @@ def _scaffold_prefixes(tokenizer, splits: dict[str, Sequence[str] | None], *, n_
         if bad:
             raise ValueError(f"{len(bad)} molecules of the {split} split have no scaffold (RDKit cannot parse them); "
                              f"the first, molecule {bad[0] + 1}: {splits[split][bad[0]]!r}")
-    seen = {t for found in scaffolds.values() for sc in found for t in (tokenizer.tokenize(sc) if sc else ())}
+    spelled = {split: [tokenizer.tokenize(sc) if sc else [] for sc in found] for split, found in scaffolds.items()}
+    seen = {t for rows in spelled.values() for tokens in rows for t in tokens}
     new = sorted(seen - set(tokenizer.stoi))  # a scaffold may spell an atom its molecules never do ([nH])
     tokenizer = SmilesTokenizer([*tokenizer.tokens, *new, SCAFFOLD_TOKEN])
-    marker = tokenizer.stoi[SCAFFOLD_TOKEN]
-    prefixes = {split: [[marker, *encode_tokens(tokenizer, sc, f"the scaffold {sc!r}")] for sc in found]
-                for split, found in scaffolds.items()}
+    marker, stoi = tokenizer.stoi[SCAFFOLD_TOKEN], tokenizer.stoi
+    prefixes = {split: [[marker, *(stoi[t] for t in tokens)] for tokens in rows] for split, rows in spelled.items()}
     return tokenizer, prefixes
-
-
-def encode_tokens(tokenizer, smiles: str, what: str) -> list[int]:
-    """The ids of a SMILES's tokens (no <bos>/<eos>); a token the vocabulary lacks is an error."""
-    ids = []
-    for t in tokenizer.tokenize(smiles) if smiles else []:
-        if t not in tokenizer.stoi:
-            raise ValueError(f"{what} has token {t!r}, which is not in the vocabulary of the molecules")
-        ids.append(tokenizer.stoi[t])
-    return ids
 
 
 # ----------------------------------------------------------------------------------------------

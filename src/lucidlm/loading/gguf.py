@@ -33,16 +33,10 @@ import torch
 from lucidlm.files import derived_cache
 from lucidlm.files.gguf import GGUFFile, GGUFTensor, open_gguf
 from lucidlm.loading.names import Rule, expand, part_sizes
+from lucidlm.loading.quantize import apply_quantized
 from lucidlm.loading.weights_cache import load_cached_weights, save_cached_weights
 from lucidlm.models.config import ModelConfig
-from lucidlm.nn.quantized import (
-    BLOCK_BYTES,
-    QuantizedEmbedding,
-    QuantizedLinear,
-    dequantize_q4_0,
-    dequantize_q4_1,
-    dequantize_q8_0,
-)
+from lucidlm.nn.quantized import BLOCK_BYTES, dequantize_q4_0, dequantize_q4_1, dequantize_q8_0
 
 SUPPORTED_ARCHITECTURES = ("llama",)
 
@@ -327,17 +321,11 @@ def load_gguf(path: str | os.PathLike, *, cache: bool = True, keep_quantized: bo
     kept = quantized_blocks(gf, cfg)
     state = state_from_gguf(gf, cfg, skip=frozenset(kept))
     model = build_model(cfg, init=False)
-    for name, (blocks, kind) in kept.items():
-        module_name = name.removesuffix(".weight")  # "layers.0.attn.qkv", "embed.tokens", "lm_head"
-        parent, _, leaf = module_name.rpartition(".")
-        if module_name == "embed.tokens":
-            layer = QuantizedEmbedding(blocks, kind, cfg.n_embd)
-            if cfg.tie_embeddings:  # the head reads the same blocks
-                model.lm_head = QuantizedLinear(blocks, kind, cfg.n_embd)
-                state["lm_head.blocks"] = blocks
-        else:
-            layer = QuantizedLinear(blocks, kind, model.get_submodule(module_name).in_features)
-        setattr(model.get_submodule(parent) if parent else model, leaf, layer)
-        state[f"{module_name}.blocks"] = blocks
+    blocks = {name.removesuffix(".weight"): b for name, (b, _) in kept.items()}  # "layers.0.attn.qkv", "embed.tokens"
+    plan = {name.removesuffix(".weight"): kind for name, (_, kind) in kept.items()}
+    if cfg.tie_embeddings and "embed.tokens" in plan:  # the head reads the same blocks
+        blocks["lm_head"], plan["lm_head"] = blocks["embed.tokens"], plan["embed.tokens"]
+    apply_quantized(model, plan, blocks)
+    state |= {f"{name}.blocks": b for name, b in blocks.items()}
     load_state_checked(model, state, source=str(path))
     return model.eval()
