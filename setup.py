@@ -14,13 +14,14 @@ setup(
         Extension(
             "lucidlm.tokenizers._bpe_kernel",
             ["src/lucidlm/tokenizers/_bpe_kernel.c"],
+            depends=["src/lucidlm/tokenizers/_split_api.h"],
             extra_compile_args=["-O2"],
             optional=True,
         ),
         Extension(
             "lucidlm.tokenizers._split_kernel",
             ["src/lucidlm/tokenizers/_split_kernel.c"],
-            depends=["src/lucidlm/tokenizers/_unicode16_classes.h"],
+            depends=["src/lucidlm/tokenizers/_unicode16_classes.h", "src/lucidlm/tokenizers/_split_api.h"],
             extra_compile_args=["-O2"],
             optional=True,
         ),

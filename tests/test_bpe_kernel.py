@@ -34,10 +34,10 @@ def tokenizers():
 def test_kernel_equals_python_on_mixed_corpus(tokenizers, mode):
     tok = tokenizers[mode]
     text = build_mixed_corpus(400_000, seed=3)
-    tok._cache.clear()
+    tok.clear_cache()
     tok.use_kernel = True
     with_kernel = tok.encode_ordinary(text)
-    tok._cache.clear()
+    tok.clear_cache()
     tok.use_kernel = False
     try:
         assert tok.encode_ordinary(text) == with_kernel
@@ -56,12 +56,18 @@ def test_kernel_equals_reference_hypothesis(tokenizers, text):
 
 @needs_kernel
 def test_kernel_cache_bound(tokenizers, monkeypatch):
-    tok = tokenizers["ranks"]
+    # both caches (the C kernel's and the Python path's dict) are emptied when full, and the ids stay right
     monkeypatch.setattr(bpe, "CACHE_MAX_ENTRIES", 10)
-    tok._cache.clear()
-    ids = tok.encode_ordinary(" ".join(f"word{i}" for i in range(100)))
-    assert len(tok._cache) <= 10
-    assert tok.decode(ids) == " ".join(f"word{i}" for i in range(100))
+    text = " ".join(f"word{i}" for i in range(100)) + " " + "x" * 300  # the last chunk is too long to cache
+    for use_kernel in (True, False):
+        tok = bpe.BPETokenizer(tokenizers["merges"].vocab, tokenizers["merges"].merges, pattern="gpt2")
+        tok.use_kernel = use_kernel
+        ids = tok.encode_ordinary(text)
+        assert ids == tok.encode_ordinary_reference(text) and tok.decode(ids) == text
+        held = bpe._bpe_kernel.cache_len(tok._kernel_cache) if use_kernel else len(tok._cache)
+        assert 0 < held <= 10
+        tok.clear_cache()
+        assert (bpe._bpe_kernel.cache_len(tok._kernel_cache) if use_kernel else len(tok._cache)) == 0
 
 
 # ---- the kernel's pair table, checked against the Python definition of "may merge" ---------------
@@ -119,11 +125,18 @@ def test_pair_table_on_cl100k_splits(tokenizers):
 @needs_kernel
 @pytest.mark.parametrize("mode", ["ranks", "merges"])
 def test_long_chunks_equal_reference(tokenizers, mode):
-    # chunks over 256 bytes merge in heap memory instead of stack arrays
+    # chunks of over 64 parts merge through a heap instead of scanning: the same merges, in the same
+    # order (ties to the leftmost), checked around the switch and far beyond it
+    import random
+
     tok = tokenizers[mode]
+    rng = random.Random(0)
     texts = ["a" * 1000, "ab" * 700, "🙂" * 300, "x" + "\u00e9" * 400, "".join(chr(0x4E00 + 7 * i) for i in range(500))]
+    texts += ["".join(rng.choice("etaoinshrd") for _ in range(n)) for n in (62, 63, 64, 65, 66, 130, 2000)]
+    texts += ["".join(chr(rng.randint(0x4E00, 0x4E80)) for _ in range(n)) for n in (21, 22, 23, 300)]
+    texts += ["aaaa" * 40, "abab" * 40 + "a"]  # many equal-priority pairs: the leftmost must win
     for text in texts:
-        tok._cache.clear()
+        tok.clear_cache()
         assert tok.encode_ordinary(text) == tok.encode_ordinary_reference(text), text[:20]
 
 
@@ -140,7 +153,7 @@ def test_missing_bytes_are_dropped_like_the_reference(tokenizers):
     assert tok.use_kernel
     assert tok.encode_ordinary(text) == tok.encode_ordinary_reference(text)
     tok.use_kernel = False
-    tok._cache.clear()
+    tok.clear_cache()
     assert tok.encode_ordinary(text) == tok.encode_ordinary_reference(text)
 
 
@@ -165,3 +178,55 @@ def test_vocab_beyond_kernel_limits_falls_back_to_python():
     tok = bpe.BPETokenizer(vocab, None, pattern="gpt2")
     assert tok.encode_ordinary("abc ab") == [2**33, 99, 32, 2**33]
     assert not tok.use_kernel
+
+
+@needs_kernel
+def test_threads_sharing_a_tokenizer_get_the_right_ids(tokenizers):
+    # encoding releases the GIL: threads on one tokenizer take turns on its chunk cache (a lock)
+    import threading
+
+    tok = tokenizers["ranks"]
+    texts = [build_mixed_corpus(60_000, seed=seed) for seed in range(6)]
+    expected = [tok.encode_ordinary_reference(t[:5000]) + tok.encode_ordinary(t[5000:]) for t in texts]
+    tok.clear_cache()
+    got = [None] * len(texts)
+
+    def work(k):
+        got[k] = tok.encode_ordinary(texts[k][:5000]) + tok.encode_ordinary(texts[k][5000:])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(len(texts))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert got == expected
+
+
+@needs_kernel
+def test_encode_batch_threads_keep_caches_of_their_own(tokenizers, monkeypatch):
+    from lucidlm.tokenizers import parallel
+
+    tok = tokenizers["merges"]
+    assert tok.encodes_in_threads
+    monkeypatch.setattr(parallel, "MIN_CHARS_FOR_THREADS", 0)
+    docs = build_mixed_corpus(100_000, seed=7).splitlines(keepends=True)
+    tok.clear_cache()
+    assert tok.encode_batch(docs, num_workers=3) == [tok.encode_ordinary_reference(d) for d in docs]
+    caches = tok.thread_caches(3)
+    assert len(caches) == 3 and all(bpe._bpe_kernel.cache_len(c) > 0 for c in caches)
+    assert not tok._thread_caches  # the threads are gone, and so are their entries
+    tok.clear_cache()
+    assert all(bpe._bpe_kernel.cache_len(c) == 0 for c in caches)
+
+
+@needs_kernel
+def test_regex_split_and_custom_split_use_the_kernel_cache_too(tokenizers):
+    # a split the C splitter does not know: chunks come from Python, merging from the kernel
+    from lucidlm.tokenizers.patterns import Splitter
+
+    tok = tokenizers["merges"]
+    text = build_mixed_corpus(50_000, seed=9)
+    custom = bpe.BPETokenizer(tok.vocab, tok.merges, pattern=lambda t: Splitter(tok.pattern, use_kernel=False)(t))
+    assert not custom.encodes_in_threads
+    assert custom.encode_ordinary(text) == tok.encode_ordinary(text) == tok.encode_ordinary_reference(text)
+    assert bpe._bpe_kernel.cache_len(custom._kernel_cache) > 0

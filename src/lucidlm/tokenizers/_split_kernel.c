@@ -18,7 +18,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "_split_api.h"         /* SplitText, and what this module lends to the BPE encoder */
 #include "_unicode16_classes.h" /* U16_RANGES and the U16_* bits (letter, number, mark, ...) */
 
 #define NO_MATCH (-1)
@@ -64,13 +66,9 @@ static void build_class_table(void) {
     }
 }
 
-/* The text being cut: its class bits, with cls[n] = 0 so that every test fails at the end. */
-typedef struct {
-    const uint16_t *cls;
-    Py_ssize_t n;
-    int kind; /* PyUnicode kind and data, to read the characters of contractions */
-    const void *data;
-} Text;
+/* The text being cut (see _split_api.h): class bits per character, and the characters themselves
+ * (kind and data) to read the letters of contractions. */
+typedef SplitText Text;
 
 static inline int is(const Text *t, Py_ssize_t i, int bits) { return (t->cls[i] & bits) != 0; }
 
@@ -265,22 +263,22 @@ static Py_ssize_t o200k_chunk(const Text *t, Py_ssize_t i) {
 
 /* ---- the Python entry point -------------------------------------------------------------------- */
 
-typedef Py_ssize_t (*ChunkFn)(const Text *, Py_ssize_t);
+typedef SplitChunkFn ChunkFn;
 
-static ChunkFn chunk_function(PyObject *name) {
-    if (PyUnicode_CompareWithASCIIString(name, "gpt2") == 0) return gpt2_chunk;
-    if (PyUnicode_CompareWithASCIIString(name, "cl100k") == 0) return cl100k_chunk;
-    if (PyUnicode_CompareWithASCIIString(name, "o200k") == 0) return o200k_chunk;
+static ChunkFn chunk_function(const char *name) {
+    if (strcmp(name, "gpt2") == 0) return gpt2_chunk;
+    if (strcmp(name, "cl100k") == 0) return cl100k_chunk;
+    if (strcmp(name, "o200k") == 0) return o200k_chunk;
     return NULL;
 }
 
 /* Step 1: the class bits of every character, plus cls[n] = 0. The loop is written once per string
- * kind (1, 2 or 4 bytes per character) so that the kind test is not paid per character. */
-static uint16_t *classify(PyObject *text, Py_ssize_t n) {
-    uint16_t *cls = PyMem_Malloc(sizeof(uint16_t) * (n + 1));
+ * kind (1, 2 or 4 bytes per character) so that the kind test is not paid per character. Raw
+ * memory, no Python object: the BPE encoder calls this with the GIL released. */
+static uint16_t *classify(int kind, const void *data, Py_ssize_t n) {
+    uint16_t *cls = PyMem_RawMalloc(sizeof(uint16_t) * (n + 1));
     if (cls == NULL) return NULL;
-    const void *data = PyUnicode_DATA(text);
-    switch (PyUnicode_KIND(text)) {
+    switch (kind) {
     case PyUnicode_1BYTE_KIND:
         for (Py_ssize_t i = 0; i < n; i++) cls[i] = CLASS[((const Py_UCS1 *)data)[i]];
         break;
@@ -296,15 +294,16 @@ static uint16_t *classify(PyObject *text, Py_ssize_t n) {
 
 /* split(text, pattern) -> list[str]; pattern is "gpt2", "cl100k" or "o200k". */
 static PyObject *split(PyObject *self, PyObject *args) {
-    PyObject *text, *name;
-    if (!PyArg_ParseTuple(args, "UU", &text, &name)) return NULL;
+    PyObject *text;
+    const char *name;
+    if (!PyArg_ParseTuple(args, "Us", &text, &name)) return NULL;
     ChunkFn chunk = chunk_function(name);
     if (chunk == NULL) {
-        PyErr_Format(PyExc_ValueError, "split kernel knows the patterns 'gpt2', 'cl100k' and 'o200k', not %R", name);
+        PyErr_Format(PyExc_ValueError, "split kernel knows the patterns 'gpt2', 'cl100k' and 'o200k', not '%s'", name);
         return NULL;
     }
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
-    uint16_t *cls = classify(text, n);
+    uint16_t *cls = classify(PyUnicode_KIND(text), PyUnicode_DATA(text), n);
     if (cls == NULL) return PyErr_NoMemory();
     Text t = {cls, n, PyUnicode_KIND(text), PyUnicode_DATA(text)};
     PyObject *out = PyList_New(0);
@@ -324,10 +323,10 @@ static PyObject *split(PyObject *self, PyObject *args) {
         Py_DECREF(piece);
         i = e;
     }
-    PyMem_Free(cls);
+    PyMem_RawFree(cls);
     return out;
 fail:
-    PyMem_Free(cls);
+    PyMem_RawFree(cls);
     Py_XDECREF(out);
     return NULL;
 }
@@ -358,6 +357,13 @@ PyMODINIT_FUNC PyInit__split_kernel(void) {
     build_class_table();
     PyObject *m = PyModule_Create(&module);
     if (m == NULL) return NULL;
+    static SplitAPI api = {classify, chunk_function}; /* lent to _bpe_kernel.c, see _split_api.h */
+    PyObject *capsule = PyCapsule_New(&api, SPLIT_API_CAPSULE, NULL);
+    if (capsule == NULL || PyModule_AddObject(m, "api", capsule) < 0) { /* AddObject steals it on success */
+        Py_XDECREF(capsule);
+        Py_DECREF(m);
+        return NULL;
+    }
     const char *names[] = {"LETTER", "NUMBER", "MARK", "UPPERISH", "LOWERISH", "SPACE",
                            "OTHER", "NEWLINE", "PREFIX", "BLANK", "SLASH"};
     const int values[] = {LETTER, NUMBER, MARK, UPPERISH, LOWERISH, SPACE, OTHER, NEWLINE, PREFIX, BLANK, SLASH};

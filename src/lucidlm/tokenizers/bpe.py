@@ -21,7 +21,9 @@ from __future__ import annotations
 import base64
 import os
 import sys
+import threading
 import unicodedata
+import weakref
 from collections.abc import Callable, Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Literal
@@ -177,6 +179,9 @@ class BPETokenizer:
         # Use the C inner loop when it was built; LUCIDLM_NO_KERNEL=1 or use_kernel=False turns it off.
         self.use_kernel = _bpe_kernel is not None and not os.environ.get("LUCIDLM_NO_KERNEL")
         self._kernel_table = None  # the vocab as C hash tables, built on the first kernel encode
+        self._kernel_cache = None  # the C kernel's chunk -> ids cache (the Python path uses _cache)
+        self._worker_caches: list = []  # more C caches, one per encode_batch thread beyond the first
+        self._thread_caches: dict[int, object] = {}  # thread id -> its cache, while an encode_batch runs
 
     # -- construction checks --------------------------------------------------------------------
 
@@ -292,15 +297,46 @@ class BPETokenizer:
                 self._kernel_table = _bpe_kernel.build_table(self._encoder, self._pair_priority)
             except ValueError:  # beyond the kernel's limits (over 2M tokens): Python gives the same ids
                 self.use_kernel = False
+                return
+            self._kernel_cache = _bpe_kernel.new_cache(CACHE_MAX_ENTRIES)
+            _WITH_KERNEL_CACHES.add(self)
+
+    def clear_cache(self) -> None:
+        """Forget the chunks seen so far (the next encode starts cold, e.g. to time it)."""
+        self._cache.clear()
+        for cache in [self._kernel_cache, *self._worker_caches]:
+            if cache is not None:
+                _bpe_kernel.cache_clear(cache)
+
+    @property
+    def encodes_in_threads(self) -> bool:
+        """Whether encoding runs in C with the GIL released (the kernel with a preset split), so
+        that ``encode_batch`` can use threads instead of processes."""
+        self.warm_up()
+        return (self.use_kernel and self._kernel_table is not None and isinstance(self._split, Splitter)
+                and self._split.use_kernel)
+
+    def thread_caches(self, n: int) -> list:
+        """n C chunk caches for n encoding threads: the tokenizer's own first, then kept extra ones
+        (kept, so that the next batch finds them warm)."""
+        self.warm_up()
+        while len(self._worker_caches) < n - 1:
+            self._worker_caches.append(_bpe_kernel.new_cache(CACHE_MAX_ENTRIES))
+        return [self._kernel_cache, *self._worker_caches[: n - 1]]
 
     def _encode_ordinary(self, text: str) -> list[int]:
         self.warm_up()
         if self.use_kernel and self._kernel_table is not None:
-            chunks = self._split(text)
             whole_first = self._pair_priority is None or self.ignore_merges
+            cache = self._kernel_cache
+            if self._thread_caches:  # an encode_batch thread uses a cache of its own
+                cache = self._thread_caches.get(threading.get_ident(), cache)
+            split = self._split
+            if isinstance(split, Splitter) and split.use_kernel:  # a preset pattern: split and merge in one C pass
+                return _bpe_kernel.encode_text(text, split.kernel_name, self._kernel_table, cache, whole_first)
+            chunks = self._split(text)
             return _bpe_kernel.encode_chunks(
-                chunks if isinstance(chunks, list) else list(chunks),
-                self._cache, self._kernel_table, whole_first, CACHE_MAX_ENTRIES,
+                chunks if isinstance(chunks, list) else list(chunks), self._kernel_table, cache, whole_first
             )
         return self._encode_ordinary_python(text)
 
@@ -377,7 +413,8 @@ class BPETokenizer:
         return ids
 
     def encode_batch(self, texts: Sequence[str], *, num_workers: int | None = None, **kwargs) -> list[list[int]]:
-        """Encode many texts, in parallel worker processes when the batch is large enough to pay off."""
+        """Encode many texts in parallel when the batch is large enough to pay off: on threads
+        when encoding runs in C without the GIL (``encodes_in_threads``), else on processes."""
         from lucidlm.tokenizers.parallel import encode_batch
 
         return encode_batch(self, texts, num_workers=num_workers, **kwargs)
@@ -490,6 +527,9 @@ class BPETokenizer:
         state["_split"] = None
         state["_special_regex"] = None
         state["_kernel_table"] = None  # C memory: rebuilt on first use (fork children inherit it)
+        state["_kernel_cache"] = None
+        state["_worker_caches"] = []
+        state["_thread_caches"] = {}
         return state
 
     def __setstate__(self, state: dict) -> None:
@@ -500,6 +540,23 @@ class BPETokenizer:
 
 # ----------------------------------------------------------------------------------------------
 # helpers
+
+
+# Tokenizers holding C caches, so that a forked child can give each cache a fresh lock: a thread of
+# the parent encoding at the moment of the fork held one, and that thread does not exist in the child.
+_WITH_KERNEL_CACHES: weakref.WeakSet[BPETokenizer] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for tok in list(_WITH_KERNEL_CACHES):
+        for cache in [tok._kernel_cache, *tok._worker_caches]:
+            if cache is not None:
+                _bpe_kernel.cache_after_fork(cache)
+        tok._thread_caches = {}
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _no_split(text: str) -> list[str]:

