@@ -33,5 +33,11 @@ setup(
             extra_link_args=["-pthread"],
             optional=True,
         ),
+        Extension(  # the merge loop of BPE training (see lucidlm/tokenizers/training.py: learn_merges)
+            "lucidlm.tokenizers._train_kernel",
+            ["src/lucidlm/tokenizers/_train_kernel.c"],
+            extra_compile_args=["-O2"],
+            optional=True,
+        ),
     ]
 )
