@@ -784,7 +784,8 @@ static const SplitAPI *split_api(void) {
 static const unsigned char UTF8_LENGTH[16] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 2, 2, 3, 4};
 
 /* Cut the text into chunks with the pattern's rule and encode each; the cut works on characters,
- * the merge on the same characters' UTF-8 bytes, walked in step. 0, or -1 if out of memory. */
+ * the merge on the same characters' UTF-8 bytes, walked in step. 0, -1 if out of memory, or -2 if
+ * the rule failed to advance (a bug). */
 static int encode_text_core(const Table *t, Cache *c, const SplitAPI *api, SplitChunkFn chunk, int kind,
                             const void *data, Py_ssize_t n, const unsigned char *utf8, int ascii, int whole_first,
                             Out *out) {
@@ -795,6 +796,10 @@ static int encode_text_core(const Table *t, Cache *c, const SplitAPI *api, Split
     int status = 0;
     for (Py_ssize_t i = 0; i < n && status == 0;) {
         Py_ssize_t e = chunk(&text, i);
+        if (e <= i) { /* cannot happen: each pattern matches any single character */
+            status = -2;
+            break;
+        }
         size_t bytes = (size_t)(e - i);
         if (!ascii) {
             bytes = 0;
@@ -835,7 +840,9 @@ static PyObject *encode_text(PyObject *self, PyObject *args) {
     status = encode_text_core(t, c, api, chunk, kind, data, n, (const unsigned char *)utf8, ascii, whole_first, &out);
     PyThread_release_lock(c->lock);
     Py_END_ALLOW_THREADS
-    PyObject *ids = status < 0 ? PyErr_NoMemory() : id_list(t, out.a, out.n);
+    PyObject *ids = status == -1 ? PyErr_NoMemory()
+                    : status == -2 ? PyErr_Format(PyExc_RuntimeError, "split rule '%s' did not advance (a bug, please report)", pattern)
+                                   : id_list(t, out.a, out.n);
     PyMem_RawFree(out.a);
     return ids;
 }

@@ -331,6 +331,31 @@ fail:
     return NULL;
 }
 
+/* count(text, pattern) -> int: how many chunks split() would return, without making them. The
+ * floor of any encoder that splits with this rule: classifying and cutting, nothing else. */
+static PyObject *count(PyObject *self, PyObject *args) {
+    PyObject *text;
+    const char *name;
+    if (!PyArg_ParseTuple(args, "Us", &text, &name)) return NULL;
+    ChunkFn chunk = chunk_function(name);
+    if (chunk == NULL) {
+        PyErr_Format(PyExc_ValueError, "split kernel knows the patterns 'gpt2', 'cl100k' and 'o200k', not '%s'", name);
+        return NULL;
+    }
+    Py_ssize_t n = PyUnicode_GET_LENGTH(text), chunks = 0;
+    uint16_t *cls = classify(PyUnicode_KIND(text), PyUnicode_DATA(text), n);
+    if (cls == NULL) return PyErr_NoMemory();
+    Text t = {cls, n, PyUnicode_KIND(text), PyUnicode_DATA(text)};
+    for (Py_ssize_t i = 0, e; i < n; chunks++, i = e) {
+        if ((e = chunk(&t, i)) <= i) { /* cannot happen: each pattern matches any single character */
+            PyMem_RawFree(cls);
+            return PyErr_Format(PyExc_RuntimeError, "split kernel: no match at index %zd (a bug, please report)", i);
+        }
+    }
+    PyMem_RawFree(cls);
+    return PyLong_FromSsize_t(chunks);
+}
+
 /* class_bits(code_point) -> int: the table entry, for the tests (e.g. \s against the regex module). */
 static PyObject *class_bits(PyObject *self, PyObject *arg) {
     long c = PyLong_AsLong(arg);
@@ -346,6 +371,7 @@ static PyMethodDef methods[] = {
     {"split", split, METH_VARARGS,
      "split(text, pattern) -> list[str]\n"
      "regex.findall(PATTERN, text) for pattern 'gpt2', 'cl100k' or 'o200k', under Unicode 16.0."},
+    {"count", count, METH_VARARGS, "count(text, pattern) -> int: len(split(text, pattern)), without making the chunks."},
     {"class_bits", class_bits, METH_O, "class_bits(code_point) -> int: the character's class bits."},
     {NULL, NULL, 0, NULL},
 };
