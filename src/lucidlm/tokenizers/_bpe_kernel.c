@@ -783,6 +783,43 @@ static const SplitAPI *split_api(void) {
  * byte 10xxxxxx starts a character). */
 static const unsigned char UTF8_LENGTH[16] = {1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 2, 2, 3, 4};
 
+/* The UTF-8 bytes of characters data[0:n] of a string of this kind, in a new PyMem_RawMalloc'd
+ * buffer (NULL if out of memory); *surrogate is set, and NULL returned, for a lone surrogate (which
+ * has no UTF-8). Done here, without the GIL, rather than by PyUnicode_AsUTF8AndSize, which would
+ * also keep the copy inside the str for as long as the str lives. */
+static unsigned char *utf8_of(int kind, const void *data, Py_ssize_t n, int *surrogate) {
+    size_t size = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        size += ch < 0x80 ? 1 : ch < 0x800 ? 2 : ch < 0x10000 ? 3 : 4;
+        if (ch >= 0xD800 && ch <= 0xDFFF) {
+            *surrogate = 1;
+            return NULL;
+        }
+    }
+    unsigned char *out = PyMem_RawMalloc(size + 1), *q = out;
+    if (out == NULL) return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_UCS4 ch = PyUnicode_READ(kind, data, i);
+        if (ch < 0x80) {
+            *q++ = (unsigned char)ch;
+        } else if (ch < 0x800) {
+            *q++ = (unsigned char)(0xC0 | ch >> 6);
+            *q++ = (unsigned char)(0x80 | (ch & 0x3F));
+        } else if (ch < 0x10000) {
+            *q++ = (unsigned char)(0xE0 | ch >> 12);
+            *q++ = (unsigned char)(0x80 | (ch >> 6 & 0x3F));
+            *q++ = (unsigned char)(0x80 | (ch & 0x3F));
+        } else {
+            *q++ = (unsigned char)(0xF0 | ch >> 18);
+            *q++ = (unsigned char)(0x80 | (ch >> 12 & 0x3F));
+            *q++ = (unsigned char)(0x80 | (ch >> 6 & 0x3F));
+            *q++ = (unsigned char)(0x80 | (ch & 0x3F));
+        }
+    }
+    return out;
+}
+
 /* Cut the text into chunks with the pattern's rule and encode each; the cut works on characters,
  * the merge on the same characters' UTF-8 bytes, walked in step. 0, -1 if out of memory, or -2 if
  * the rule failed to advance (a bug). */
@@ -828,21 +865,29 @@ static PyObject *encode_text(PyObject *self, PyObject *args) {
     if (t == NULL || c == NULL || api == NULL) return NULL;
     SplitChunkFn chunk = api->chunk_function(pattern);
     if (chunk == NULL) return PyErr_Format(PyExc_ValueError, "no C split rule for pattern '%s'", pattern);
-    Py_ssize_t n_bytes;
-    const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n_bytes); /* kept inside the str: valid while it lives */
-    if (utf8 == NULL) return NULL;
-    int kind = PyUnicode_KIND(text), ascii = PyUnicode_IS_ASCII(text), status;
-    const void *data = PyUnicode_DATA(text);
+    int kind = PyUnicode_KIND(text), ascii = PyUnicode_IS_ASCII(text), status = 0, surrogate = 0;
+    const void *data = PyUnicode_DATA(text); /* an ASCII str's characters are its UTF-8 bytes */
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     Out out = {NULL, 0, 0};
     Py_BEGIN_ALLOW_THREADS
-    PyThread_acquire_lock(c->lock, WAIT_LOCK);
-    status = encode_text_core(t, c, api, chunk, kind, data, n, (const unsigned char *)utf8, ascii, whole_first, &out);
-    PyThread_release_lock(c->lock);
+    unsigned char *utf8 = ascii ? (unsigned char *)data : utf8_of(kind, data, n, &surrogate);
+    if (utf8 == NULL) {
+        status = surrogate ? -3 : -1;
+    } else {
+        PyThread_acquire_lock(c->lock, WAIT_LOCK);
+        status = encode_text_core(t, c, api, chunk, kind, data, n, utf8, ascii, whole_first, &out);
+        PyThread_release_lock(c->lock);
+        if (!ascii) PyMem_RawFree(utf8);
+    }
     Py_END_ALLOW_THREADS
-    PyObject *ids = status == -1 ? PyErr_NoMemory()
-                    : status == -2 ? PyErr_Format(PyExc_RuntimeError, "split rule '%s' did not advance (a bug, please report)", pattern)
-                                   : id_list(t, out.a, out.n);
+    PyObject *ids = NULL;
+    if (status == -1) PyErr_NoMemory();
+    else if (status == -2) PyErr_Format(PyExc_RuntimeError, "split rule '%s' did not advance (a bug, please report)", pattern);
+    else if (status == -3) { /* str.encode's own UnicodeEncodeError, naming the character */
+        Py_XDECREF(PyUnicode_AsUTF8String(text));
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "a lone surrogate has no UTF-8");
+    }
+    else ids = id_list(t, out.a, out.n);
     PyMem_RawFree(out.a);
     return ids;
 }
