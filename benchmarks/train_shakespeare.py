@@ -81,8 +81,18 @@ NANOGPT_BF16 = {**NANOGPT_TRAIN, "precision": "bf16"}
 # - seeds: 700 steps are not enough for every seed (full val of 2 layers, seed 1: 1.900; 1 layer,
 #   seeds 1 and 2: 1.928, 1.943), 900 are for 2 layers (full 1.829, 1.853, 1.859, 1.873 with
 #   seeds 1337, 1, 2, 3; 800 steps: seeds 2 and 3 miss, 1.887 and 1.889) -> 2 layers, 900 steps
+# - also tried on 2 layers: batch 24 x 450 steps reaches the target on as many tokens (step 350 with
+#   seed 1337, 425 with seed 2) at 9% less time per token, but its evaluations (20 batches of 24)
+#   cost twice as much: the same 20.4 s; QK-norm (a patch, not a field): the same curve (1.866 vs
+#   1.865 at step 700), 1 ms/step more; Muon (600 steps, 41 ms/step): the target at step 500 (25.0 s)
+#   with seed 1337, missed with seed 2 (1.913); LayerNorm (a fused kernel on CPU) for RMSNorm (composite
+#   ops): 23.1 ms/step, no faster, and seed 2 misses (1.888)
 # - torch.compile (2 layers): 24.2 -> 19.3 ms/step, but 35 s to compile on one core -> off
-# - evaluation: 0.13 s each (20 batches and the checkpoint save) on 2 layers; every 50 steps
+# - evaluation: 0.13 s each (20 batches and the checkpoint save) on 2 layers; every 50 steps, so
+#   1.8 s of the run to step 700 (every 25: twice that; every 100: up to 99 steps, 2.3 s, too late)
+# -> the target in 19.5 s with seed 1337 (step 700, full val 1.872): 0.138 of nanoGPT's 141.6 s
+#    measured in the same run; seeds 1, 2, 3: 21.1, 24.8, 23.8 s (steps 750, 900, 850); a second
+#    run (nanoGPT 142.2 s): 21.6, 21.9, 26.5, 25.9 s = 0.152, 0.154, 0.187, 0.182
 MODERN_MODEL = {**NANOGPT_MODEL, "n_layer": 2, "positions": "rope", "norm": "rmsnorm", "activation": "relu2"}
 MODERN_TRAIN = {**NANOGPT_TRAIN, "lr": 3e-3, "min_lr": 3e-4, "eval_interval": 50, "precision": "bf16"}
 MODERN_STEPS = 900
