@@ -70,10 +70,15 @@ bench: install-test
 	@for f in benchmarks/bench_*.py; do echo "== $$f"; flock $(BENCH_LOCK) $(BIN)/python $$f || exit 1; done
 
 # Minutes each: nanoGPT's recipe vs HF GPT-2, LoRA on SmolLM2, prompting techniques, server under load.
+# A checkout of karpathy/nanoGPT makes train_shakespeare.py race the real thing (run unmodified);
+# without one it uses a stand-in (Hugging Face's GPT-2 in nanoGPT's loop). make NANOGPT_DIR=... bench-long
+NANOGPT_DIR ?= $(wildcard ../shared/peers/nanoGPT)
+
 bench-long: install-test
 	$(BIN)/lucidlm assets fetch $(TEST_ASSETS)
 	@for f in train_shakespeare finetune_lora prompting serve_load; do \
-		echo "== $$f"; flock $(BENCH_LOCK) $(BIN)/python benchmarks/$$f.py || exit 1; done
+		args=; [ $$f = train_shakespeare ] && [ -n "$(NANOGPT_DIR)" ] && args="--nanogpt-dir $(NANOGPT_DIR)"; \
+		echo "== $$f $$args"; flock $(BENCH_LOCK) $(BIN)/python benchmarks/$$f.py $$args || exit 1; done
 
 # The tutorials (one notebook per principle) in JupyterLab, on this machine only (127.0.0.1).
 # Before committing a notebook you ran, make notebooks-strip (the tests refuse stored outputs).
