@@ -98,6 +98,24 @@ MODERN_TRAIN = {**NANOGPT_TRAIN, "lr": 3e-3, "min_lr": 3e-4, "eval_interval": 50
 MODERN_STEPS = 900
 
 
+def flops_per_step(n_params: int, n_layer: int, n_embd: int, block: int, batch: int) -> float:
+    """Forward + backward FLOPs of one step, as nanoGPT's estimate_mfu counts them: 6 per parameter
+    per token (the position table left out: it is looked up, not multiplied), plus attention's
+    scores and weighted sums, 12 * layers * width * block per token."""
+    return (6 * n_params + 12 * n_layer * n_embd * block) * batch * block
+
+
+def matmul_peak(dtype: torch.dtype, size: int = 1024) -> float:
+    """The machine's matmul speed on this core in ``dtype`` (GFLOP/s, best of 5 squares of ``size``)."""
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    best = float("inf")
+    for _ in range(7):
+        start = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best / 1e9
+
+
 def in_child(fn, *args) -> dict:
     """Run ``fn(*args)`` in a forked process, so each run's peak memory is its own."""
     import multiprocessing as mp
@@ -142,9 +160,14 @@ def run_real_nanogpt(checkout: str, tmp: Path, steps: int, core: int | None) -> 
     print(f"  nanoGPT {commit_of(Path(checkout))[:12]}: {run.wall_s:.1f} s in all, first line after "
           f"{run.first_line_s:.1f} s; its checkpoint (step {score['iter']}) on the whole val split: "
           f"{score['full_val']:.4f}")
+    # its model (the flags above): 4 layers of 128, no biases, embeddings tied, 65 symbols; the
+    # parameters as its get_num_params() counts them (position table left out)
+    d, n_layer = 128, 4
+    n_params = n_layer * (12 * d * d + 2 * d) + d + 65 * d
     return {"ms_per_iter": ms, "tok_per_s": 12 * 64 / (ms / 1000), "val_loss": val, "full_val": score["full_val"],
             "wall_s": run.wall_s, "reached_s": run.wall_s, "after_startup_s": at - run.first_line_s,
-            "steps": last_step, "peak_mb": run.peak_mb}
+            "steps": last_step, "peak_mb": run.peak_mb,
+            "gflops": flops_per_step(n_params, n_layer, d, 64, 12) / (ms / 1000) / 1e9, "precision": "fp32"}
 
 
 def run_peer(data: Path, steps: int) -> dict:
@@ -179,10 +202,16 @@ def run_lucidlm(data: Path, tmp: Path, name: str, model: dict, train: dict, step
     reached = result.stopped == "stop_when" or (not stop and vals[max(vals)] <= target)
     final, _ = load_model(tmp / name / "last", tokenizer=False)  # the model as it stopped
     final.eval()
+    n_params = sum(p.numel() for p in final.parameters())
+    if model.get("positions", "learned") == "learned":
+        n_params -= model["max_seq_len"] * model["n_embd"]
+    flops = flops_per_step(n_params, model["n_layer"], model["n_embd"], cfg.block_size,
+                           cfg.batch_size * cfg.grad_accum)
     full = full_val_loss(lambda x, y: float(torch.nn.functional.cross_entropy(final(x).flatten(0, 1), y.flatten())),
                          np.fromfile(data / "val.bin", dtype=np.uint16), cfg.block_size)
     return {"ms_per_iter": ms, "tok_per_s": tokens / (ms / 1000), "val_loss": vals[max(vals)], "full_val": full,
-            "wall_s": wall, "reached_s": wall if reached else float("nan"), "steps": result.step}
+            "wall_s": wall, "reached_s": wall if reached else float("nan"), "steps": result.step,
+            "gflops": flops / (ms / 1000) / 1e9, "precision": "bf16" if train.get("precision") == "bf16" else "fp32"}
 
 
 def main() -> None:
@@ -242,16 +271,25 @@ def main() -> None:
                 results[f"lucidlm, modern recipe, seed {seed}"] = in_child(
                     run_lucidlm, data, tmp, f"modern-{seed}", MODERN_MODEL, {**MODERN_TRAIN, "seed": seed},
                     args.modern_steps, target, True)
+    peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak on this core (1024^3, best of 7): fp32 {peaks['fp32']:.1f} GFLOP/s, "
+          f"bf16 {peaks['bf16']:.1f} GFLOP/s")
+
+    def achieved(r: dict) -> str:  # GFLOP/s and the fraction of the peak in the run's precision
+        if "gflops" not in r:
+            return ""
+        return f"{r['gflops']:.1f} ({r['gflops'] / peaks[r['precision']]:.0%} of {r['precision']})"
+
     rows = []
     for name, r in results.items():
-        rows.append([name, r["ms_per_iter"], r["tok_per_s"],
+        rows.append([name, r["ms_per_iter"], r["tok_per_s"], achieved(r),
                      f"{r['tok_per_s'] / peer['tok_per_s']:.2f}x" if peer else "", r["val_loss"], r["full_val"],
                      r["steps"], r["wall_s"], r["reached_s"], f"{r['reached_s'] / peer['wall_s']:.3f}" if peer else "",
                      f"{r['reached_s'] / peer['after_startup_s']:.3f}" if peer and r is not peer and "after_startup_s" in peer
                      else "",
                      f"{r['peak_mb']:.0f}"])
     print_table(f"Tiny Shakespeare (char), one core; target val loss {target:.4f}",
-                ["run", "ms/step", "tok/s", "vs peer", "val loss", "full val", "steps", "wall s", "to target s",
+                ["run", "ms/step", "tok/s", "GFLOP/s (of peak)", "vs peer", "val loss", "full val", "steps", "wall s", "to target s",
                  "/ peer wall", "/ peer after start-up", "peak RSS MB"], rows)
     # a seed that missed the target counts as never reaching it
     modern = [r["reached_s"] if r["reached_s"] == r["reached_s"] else float("inf")
