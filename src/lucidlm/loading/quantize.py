@@ -51,11 +51,22 @@ def _nibbles(q: torch.Tensor) -> torch.Tensor:
     return q[:, :16] | (q[:, 16:] << 4)
 
 
+def _inverse(d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1 / d, or 0 where d is 0, as llama.cpp's ``id = d ? 1.0f/d : 0.0f``; the blocks where 1 / d
+    overflows). Where d is below 2.9e-39 (every weight of the block tiny), 1 / d is inf, and
+    llama.cpp's and the gguf package's casts of the resulting inf and NaN to ints give 0 on x86:
+    such blocks get q = 0 here too. They store d = 0 in float16, so their weights read back the
+    same whatever q holds."""
+    inv = 1 / d
+    overflow = inv.isinf() & (d != 0)
+    return torch.where((d == 0) | overflow, torch.zeros_like(d), inv), overflow
+
+
 def quantize_q8_0(w: torch.Tensor) -> bytes:
     b = _blocks(w)
     d = b.abs().amax(dim=1, keepdim=True) / 127  # (n, 1)
-    inv = torch.where(d == 0, torch.zeros_like(d), 1 / d)
-    q = _round_half_away(b * inv).to(torch.int8).view(torch.uint8)  # (n, 32)
+    inv, overflow = _inverse(d)
+    q = _round_half_away(b * inv).masked_fill(overflow, 0).to(torch.int8).view(torch.uint8)  # (n, 32)
     return torch.cat([_fp16_bytes(d), q], dim=1).numpy().tobytes()
 
 
@@ -63,8 +74,8 @@ def quantize_q4_0(w: torch.Tensor) -> bytes:
     b = _blocks(w)
     largest = b.gather(1, b.abs().argmax(dim=1, keepdim=True))  # (n, 1) the weight largest in size, signed
     d = largest / -8
-    inv = torch.where(d == 0, torch.zeros_like(d), 1 / d)
-    q = torch.trunc(b * inv + 8.5).clamp(0, 15)  # (n, 32)
+    inv, overflow = _inverse(d)
+    q = torch.trunc(b * inv + 8.5).clamp(0, 15).masked_fill(overflow, 0)  # (n, 32)
     return torch.cat([_fp16_bytes(d), _nibbles(q)], dim=1).numpy().tobytes()
 
 
@@ -72,8 +83,8 @@ def quantize_q4_1(w: torch.Tensor) -> bytes:
     b = _blocks(w)
     lo, hi = b.amin(dim=1, keepdim=True), b.amax(dim=1, keepdim=True)  # (n, 1)
     d = (hi - lo) / 15
-    inv = torch.where(d == 0, torch.zeros_like(d), 1 / d)
-    q = torch.trunc((b - lo) * inv + 0.5).clamp(0, 15)  # (n, 32)
+    inv, overflow = _inverse(d)
+    q = torch.trunc((b - lo) * inv + 0.5).clamp(0, 15).masked_fill(overflow, 0)  # (n, 32)
     return torch.cat([_fp16_bytes(d), _fp16_bytes(lo), _nibbles(q)], dim=1).numpy().tobytes()
 
 
