@@ -215,6 +215,9 @@ def test_encode_batch_threads_keep_caches_of_their_own(tokenizers, monkeypatch):
     caches = tok.thread_caches(3)
     assert len(caches) == 3 and all(bpe._bpe_kernel.cache_len(c) > 0 for c in caches)
     assert not tok._thread_caches  # the threads are gone, and so are their entries
+    import gc
+
+    assert gc.isenabled()  # paused during the batch only
     tok.clear_cache()
     assert all(bpe._bpe_kernel.cache_len(c) == 0 for c in caches)
 

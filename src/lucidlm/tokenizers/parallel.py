@@ -134,12 +134,21 @@ def _encode_on_threads(tokenizer, texts: list[str], num_workers: int, encode_kwa
         finally:
             del tokenizer._thread_caches[me]
 
-    helpers = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(1, len(runs))]
-    for thread in helpers:
-        thread.start()
-    work(0)
-    for thread in helpers:
-        thread.join()
+    # The garbage collector would walk every result list (of ints only: never part of a cycle)
+    # again and again as the batch allocates them, holding the GIL that the other threads wait for:
+    # 8% of a batch's time on 10 MB of code. So it waits until the batch is done.
+    collecting = gc.isenabled()
+    gc.disable()
+    try:
+        helpers = [threading.Thread(target=work, args=(k,), daemon=True) for k in range(1, len(runs))]
+        for thread in helpers:
+            thread.start()
+        work(0)
+        for thread in helpers:
+            thread.join()
+    finally:
+        if collecting:
+            gc.enable()
     if errors:
         raise errors[0]
     return out  # type: ignore[return-value]
