@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import pickle
 import platform
+import resource
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -102,3 +105,30 @@ def run_phases(script: str, thread_counts: tuple[int, ...], *args: str) -> list[
         peer = one(threads, "llama.cpp", dict(os.environ))
         results.append(ours | {k: v for k, v in peer.items() if k.startswith("peer")})
     return results
+
+
+def in_child(fn: Callable[..., dict], *args) -> dict:
+    """``fn(*args)``'s dict, computed in a forked process, plus ``peak_mb``: that process's peak RSS
+    (each run's own peak, including what the parent held at the fork). The dict comes back pickled
+    through a pipe from our own child: nothing untrusted is unpickled."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_end)
+        try:
+            out = fn(*args)
+            out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        except BaseException as exc:  # reported by the parent
+            out = {"error": repr(exc)}
+        with os.fdopen(write_end, "wb") as f:
+            f.write(pickle.dumps(out))
+        sys.stdout.flush()  # os._exit skips the interpreter's own flush
+        sys.stderr.flush()
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as f:
+        out = pickle.loads(f.read())
+    os.waitpid(pid, 0)
+    if "error" in out:
+        raise RuntimeError(f"benchmark child failed: {out['error']}")
+    return out

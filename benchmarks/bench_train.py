@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
-import resource
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_line, median_time, pin_to_one_core, print_table  # noqa: E402
+from _common import in_child, machine_line, median_time, pin_to_one_core, print_table  # noqa: E402
 
 pin_to_one_core()  # before HF tokenizers starts its thread pool
 GOAL_32K = 1.0  # issue 18: vocab 32k in <= HF tokenizers' time
@@ -51,29 +49,6 @@ def rss_mb() -> float:
     """This process's resident memory now, in MB."""
     with open("/proc/self/status") as f:
         return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS"))
-
-
-def in_child(fn: Callable[[], dict]) -> dict:
-    """``fn()``'s dict, computed in a forked process, plus ``peak_mb``: that process's peak RSS."""
-    read_end, write_end = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(read_end)
-        try:
-            out = fn()
-            out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        except BaseException as exc:  # reported by the parent
-            out = {"error": repr(exc)}
-        with os.fdopen(write_end, "wb") as f:
-            f.write(pickle.dumps(out))
-        os._exit(0)
-    os.close(write_end)
-    with os.fdopen(read_end, "rb") as f:
-        out = pickle.loads(f.read())
-    os.waitpid(pid, 0)
-    if "error" in out:
-        raise RuntimeError(f"benchmark child failed: {out['error']}")
-    return out
 
 
 def timed(fn: Callable[[], object], repeat: int) -> dict:

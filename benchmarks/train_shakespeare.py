@@ -34,7 +34,6 @@ import argparse
 import contextlib
 import io
 import json
-import resource
 import statistics
 import sys
 import tempfile
@@ -45,7 +44,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import machine_line, pin_to_one_core, print_table  # noqa: E402
+from _common import in_child, machine_line, pin_to_one_core, print_table  # noqa: E402
 from _nanogpt import NanoGPTError, commit_of, full_val_loss, run_nanogpt, score_checkpoint  # noqa: E402
 
 ISSUE_TARGET = 1.886  # nanoGPT's val loss at step 2000 in the issue; used only when no peer runs
@@ -114,24 +113,6 @@ def matmul_peak(dtype: torch.dtype, size: int = 1024) -> float:
         a @ b
         best = min(best, time.perf_counter() - start)
     return 2 * size**3 / best / 1e9
-
-
-def in_child(fn, *args) -> dict:
-    """Run ``fn(*args)`` in a forked process, so each run's peak memory is its own."""
-    import multiprocessing as mp
-
-    def target(queue):
-        out = fn(*args)
-        out["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        queue.put(out)
-
-    ctx = mp.get_context("fork")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(queue,))
-    proc.start()
-    out = queue.get()
-    proc.join()
-    return out
 
 
 def prepare(tmp: Path) -> Path:

@@ -292,16 +292,21 @@ static uint16_t *classify(int kind, const void *data, Py_ssize_t n) {
     return cls;
 }
 
+/* The arguments (text, pattern) of split and count: the pattern's rule, or NULL with an error set. */
+static ChunkFn parse_text_and_pattern(PyObject *args, PyObject **text) {
+    const char *name;
+    if (!PyArg_ParseTuple(args, "Us", text, &name)) return NULL;
+    ChunkFn chunk = chunk_function(name);
+    if (chunk == NULL)
+        PyErr_Format(PyExc_ValueError, "split kernel knows the patterns 'gpt2', 'cl100k' and 'o200k', not '%s'", name);
+    return chunk;
+}
+
 /* split(text, pattern) -> list[str]; pattern is "gpt2", "cl100k" or "o200k". */
 static PyObject *split(PyObject *self, PyObject *args) {
     PyObject *text;
-    const char *name;
-    if (!PyArg_ParseTuple(args, "Us", &text, &name)) return NULL;
-    ChunkFn chunk = chunk_function(name);
-    if (chunk == NULL) {
-        PyErr_Format(PyExc_ValueError, "split kernel knows the patterns 'gpt2', 'cl100k' and 'o200k', not '%s'", name);
-        return NULL;
-    }
+    ChunkFn chunk = parse_text_and_pattern(args, &text);
+    if (chunk == NULL) return NULL;
     Py_ssize_t n = PyUnicode_GET_LENGTH(text);
     uint16_t *cls = classify(PyUnicode_KIND(text), PyUnicode_DATA(text), n);
     if (cls == NULL) return PyErr_NoMemory();
@@ -335,13 +340,8 @@ fail:
  * floor of any encoder that splits with this rule: classifying and cutting, nothing else. */
 static PyObject *count(PyObject *self, PyObject *args) {
     PyObject *text;
-    const char *name;
-    if (!PyArg_ParseTuple(args, "Us", &text, &name)) return NULL;
-    ChunkFn chunk = chunk_function(name);
-    if (chunk == NULL) {
-        PyErr_Format(PyExc_ValueError, "split kernel knows the patterns 'gpt2', 'cl100k' and 'o200k', not '%s'", name);
-        return NULL;
-    }
+    ChunkFn chunk = parse_text_and_pattern(args, &text);
+    if (chunk == NULL) return NULL;
     Py_ssize_t n = PyUnicode_GET_LENGTH(text), chunks = 0;
     uint16_t *cls = classify(PyUnicode_KIND(text), PyUnicode_DATA(text), n);
     if (cls == NULL) return PyErr_NoMemory();

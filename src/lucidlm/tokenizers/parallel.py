@@ -155,8 +155,9 @@ def _encode_on_threads(tokenizer, texts: list[str], num_workers: int, encode_kwa
 
 
 def encode_batch(tokenizer, texts: Sequence[str], *, num_workers: int | None = None, **encode_kwargs) -> list[list[int]]:
-    """``[tokenizer.encode(t, **encode_kwargs) for t in texts]``, on ``num_workers`` processes
-    (default: the CPU count) when the batch is large enough."""
+    """``[tokenizer.encode(t, **encode_kwargs) for t in texts]``, on ``num_workers`` threads or
+    processes (default: the CPU count; threads when ``tokenizer.encodes_in_threads``) when the batch
+    is large enough."""
     if isinstance(texts, str):
         raise TypeError("encode_batch takes a list of texts; for one text use encode()")
     texts = list(texts)
