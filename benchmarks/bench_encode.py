@@ -13,7 +13,8 @@ fresh caches), the pre-tokenizer split alone (the C splitter's list of str, and 
 reference it replaces), and the readable reference encoder on a slice. Ratios by wall time and by
 CPU time (fairer on a loaded machine; for 2 workers, CPU time over both, so its ratio there is the
 work saved, not the speed-up). The batch row's ratio is against lucidlm's own documents one by one:
-the speed-up from the second core.
+the speed-up from the second core. Those two are timed in turns (one by one, then the batch, again
+and again, at least 7 times), so that a slow spell of a shared machine falls on both.
 
 Goals (issue 18): a fresh tokenizer >= 1.5x tiktoken on every corpus and encoding; encode_batch on
 2 cores >= 1.8x one process. The floor: classifying and cutting the text into chunks (the C
@@ -65,6 +66,20 @@ def timed(fn, repeat: int, setup=None) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+def timed_in_turns(one_core, both_cores, repeat: int, setup) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``timed`` for two functions run in turns: ``one_core`` pinned to one core, ``both_cores``
+    on all of them. A shared host's load comes and goes over seconds; measured back to back, both
+    see the same spells, and their ratio moves far less than that of two separate series."""
+    single, multi = [], []
+    for _ in range(repeat):
+        core = pin_to_one_core()
+        single.append(timed(one_core, 1, setup))
+        if core is not None:
+            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        multi.append(timed(both_cores, 1, setup))
+    return tuple(tuple(statistics.median(t[k] for t in series) for k in range(2)) for series in (single, multi))
+
+
 def measure(name: str, ref, cname: str, text: str, repeat: int) -> list[list[object]]:
     """One corpus, one encoding: the table rows (MB/s by wall time, ratios by wall and CPU time)."""
     from lucidlm.tokenizers import load_tokenizer
@@ -80,11 +95,11 @@ def measure(name: str, ref, cname: str, text: str, repeat: int) -> list[list[obj
     warm = timed(lambda: ours.encode_ordinary(text), repeat)
     # the same list of documents, one by one, on one core: the single-process peer of encode_batch
     tik_docs = timed(lambda: [ref.encode_ordinary(doc) for doc in docs], repeat)
-    one_by_one = timed(lambda: [ours.encode_ordinary(doc) for doc in docs], repeat, setup=ours.clear_cache)
     if core is not None:  # two workers: give this process both cores again
         os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
     assert ours.encode_batch(docs, num_workers=2) == [ref.encode_ordinary(doc) for doc in docs]
-    batch = timed(lambda: ours.encode_batch(docs, num_workers=2), repeat, setup=ours.clear_cache)
+    one_by_one, batch = timed_in_turns(lambda: [ours.encode_ordinary(doc) for doc in docs],
+                                       lambda: ours.encode_batch(docs, num_workers=2), max(repeat, 7), ours.clear_cache)
     workers = "threads" if ours.encodes_in_threads else "processes"
     pin_to_one_core()
     split = ours._split
