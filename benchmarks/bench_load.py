@@ -24,7 +24,9 @@ machine inflates far less; "wall - floor", round by round the wall time minus th
 ``python -c "import torch"`` in the same round (median of the differences): what lucidlm adds to
 the one import it cannot avoid, the figure that moves least with the machine's load. Rows: a warm
 derived cache; no derived cache; the ``--baseline-src`` tree; transformers loading the same GGUF,
-then generating one token greedily; floors: ``python -c "import torch"``, and reading the GGUF's
+then generating one token greedily; floors: ``python -c "import torch"``, the same import with the
+garbage collector paused (as the ``lucidlm`` process pauses it while a command starts: cli/args.py,
+``starts_fast``; without it, its full collections cost ~0.2 s of the import), and reading the GGUF's
 bytes; and the first run, which builds the derived cache
 (its entry is deleted before each run). After one untimed run, the commands take turns (one run
 each per round), so that a shared machine's changing load moves every row alike.
@@ -233,6 +235,8 @@ def time_to_first_token(repeat: int, baseline: str | None, peer: bool) -> list[l
         runs["transformers: same GGUF, 1 greedy token"] = (
             [sys.executable, __file__, "--child", "transformers_generate"], skip, _env(), None)
     runs[TORCH_FLOOR] = (python + ["import torch; print('x', flush=True)"], 0, _env(), None)
+    runs['floor: the same, collector paused (gc.disable())'] = (
+        python + ["import gc; gc.disable(); import torch; print('x', flush=True)"], 0, _env(), None)
     runs[f"floor: read the GGUF ({gguf.stat().st_size / 1e6:.0f} MB)"] = (python + [read, str(gguf)], 0, _env(), None)
     # Last in a round, so that the next round's warm run finds a cache written a round ago.
     runs["lucidlm, first run: builds the derived cache"] = (

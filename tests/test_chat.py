@@ -176,3 +176,36 @@ def test_cli_chat_drops_old_turns_to_fit_the_context(checkpoint, capsys, monkeyp
     assert main(["chat", "--model", str(checkpoint), "-n", "40", "-t", "0", "--system", "S"]) == 0
     out = capsys.readouterr().out
     assert out.count("assistant> ") == 8 and "too long" not in out
+
+
+def test_generate_runs_its_startup_without_the_collector_then_resumes_it(checkpoint, capsys, monkeypatch):
+    # In the `lucidlm` process, main() pauses the garbage collector for a command that loads a
+    # model (cli/args.py: starts_fast); the command resumes it once loaded, or main does on an error.
+    import gc
+
+    from lucidlm.cli import args as cli_args
+
+    seen = []
+    real_done = cli_args.startup_done
+
+    def done():
+        seen.append(gc.isenabled())  # still paused when the command says it is loaded
+        real_done()
+
+    monkeypatch.setattr("lucidlm.cli.generation.startup_done", done)
+    frozen = gc.get_freeze_count()
+    try:
+        for argv, code in [(["generate", "--model", str(checkpoint), "-n", "2", "-t", "0", "Hello"], 0),
+                           (["generate", "--model", str(checkpoint / "absent"), "Hello"], 2)]:
+            cli_args.pause_gc_for_startup()
+            assert not gc.isenabled()
+            assert main(argv) == code
+            assert gc.isenabled()
+        assert seen == [False]  # the failing run never loaded: main resumed the collector itself
+        assert gc.get_freeze_count() > frozen  # what the load made was frozen
+        capsys.readouterr()
+        assert main(["generate", "--model", str(checkpoint), "-n", "2", "-t", "0", "Hello"]) == 0
+        assert gc.isenabled() and seen == [False, True]  # called from Python: nothing paused, nothing changed
+    finally:
+        gc.unfreeze()
+        gc.enable()

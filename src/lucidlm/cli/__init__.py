@@ -29,7 +29,7 @@ from lucidlm.cli import (
     tokenizer,
     train,
 )
-from lucidlm.cli.args import positive_int
+from lucidlm.cli.args import pause_gc_for_startup, positive_int, startup_done
 
 __all__ = ["build_parser", "main", "positive_int"]
 
@@ -47,9 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if argv is None:  # the `lucidlm` process itself, not a call from Python (a test, a notebook)
-        # What the command imports (torch: ~170k objects) lives as long as the process; frozen, it
-        # is skipped by every later full garbage collection (one took 0.14 s of loading SmolLM2).
+        # What is imported so far lives as long as the process; frozen, later full collections skip
+        # it. A command that imports torch and loads a model runs with the collector paused until
+        # it is loaded, then freezes all that too (cli/args.py, starts_fast).
         gc.freeze()
+        if getattr(args.func, "starts_fast", False):
+            pause_gc_for_startup()
     try:
         return int(args.func(args) or 0)
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
@@ -58,3 +61,5 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    finally:
+        startup_done()  # a command that failed before it was loaded

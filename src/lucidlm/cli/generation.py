@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from lucidlm.cli.args import quiet_openmp
+from lucidlm.cli.args import quiet_openmp, startup_done, starts_fast
 
 
 def _load(args: argparse.Namespace):
@@ -85,6 +85,7 @@ def _show(token) -> str:
     return repr(token.token)
 
 
+@starts_fast
 def cmd_generate(args: argparse.Namespace) -> int:
     quiet_openmp()  # before torch is imported (cli/args.py says why)
     from lucidlm.generate.chat import render_chat
@@ -92,6 +93,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     model, tok = _load(args)
     params = _params(args)
+    startup_done()
     prompt = args.prompt
     if args.chat:
         messages = ([{"role": "system", "content": args.system}] if args.system else [])
@@ -122,6 +124,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+@starts_fast
 def cmd_chat(args: argparse.Namespace) -> int:
     quiet_openmp()  # before torch is imported (cli/args.py says why)
     from lucidlm.generate.chat import render_chat
@@ -129,6 +132,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
     model, tok = _load(args)
     params = _params(args)
+    startup_done()
     template = _template(args, tok)
     system = args.system
     history: list[dict] = []  # user and assistant turns; the system message is kept apart

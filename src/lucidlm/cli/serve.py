@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lucidlm.cli.args import port, positive_int, quiet_openmp
+from lucidlm.cli.args import port, positive_int, quiet_openmp, startup_done, starts_fast
 
 
 def build_app(args: argparse.Namespace):
@@ -61,6 +61,7 @@ def bind(host: str, port: int):
     return sock
 
 
+@starts_fast
 def cmd_serve(args: argparse.Namespace) -> int:
     quiet_openmp()  # before torch is imported (cli/args.py says why)
     import uvicorn
@@ -74,6 +75,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     sock = bind(args.host, args.port)
     try:
         app = build_app(args)
+        startup_done()
         port = sock.getsockname()[1]  # the real one when --port 0 asked for any free port
         print(f"lucidlm: serving {args.model} at http://{args.host}:{port}/v1 (docs: /docs); Ctrl-C stops",
               flush=True)
