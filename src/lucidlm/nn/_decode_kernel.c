@@ -357,74 +357,91 @@ LINEAR_Q(avx2, AVX2_F16C)
  * (benchmarks/bench_decode.py prints both floors). */
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
 
-/* The scales d, m of nb blocks as float32 pairs (dm[2b], dm[2b + 1]), converted before the
- * blocks' weights: the loop that expands them then broadcasts each scale from memory, which takes
- * a load port rather than one of the vector units the expansion keeps busy (single-row products
- * 10-15% faster than converting and broadcasting in registers per block). */
-#define SCALE_BLOCKS 256 /* blocks whose scales are converted at a time (2 KB on the stack) */
-AVX512 INLINE void scales_avx512(const uint8_t *row, int kind, Py_ssize_t nb, float *dm) {
+/* A block's scales d and m (fp16) as float32, each broadcast to a whole register. */
+AVX512 INLINE void scales_in_registers(const uint8_t *blk, __m512 *d, __m512 *m) {
+    int32_t bits;
+    memcpy(&bits, blk, 4);
+    __m128 dm = _mm_cvtph_ps(_mm_cvtsi32_si128(bits)); /* d, m (Q8_0, Q4_0: d, then two weights' bytes) */
+    *d = _mm512_broadcastss_ps(dm);
+    *m = _mm512_broadcastss_ps(_mm_movehdup_ps(dm));
+}
+
+/* The scales of nb blocks as float32 pairs in memory (dm[2b], dm[2b + 1]), converted ahead of the
+ * blocks' weights. Broadcasting a scale from memory takes a load port instead of one of the
+ * vector units that expanding the nibbles keeps busy: one-row products 10-15% faster. (With
+ * several input rows the conversion is shared by them and costs little; converting ahead would be
+ * repeated for each group of rows.) */
+#define SCALE_BLOCKS 256 /* blocks converted ahead at a time (2 KB on the stack) */
+AVX512 INLINE void scales_in_memory(const uint8_t *row, int kind, Py_ssize_t nb, float *dm) {
     for (Py_ssize_t b = 0; b < nb; b++) {
         int32_t bits;
         memcpy(&bits, row + b * block_bytes[kind], 4);
-        __m128 v = _mm_cvtph_ps(_mm_cvtsi32_si128(bits)); /* d, m (Q8_0, Q4_0: d, then two weights' bytes) */
-        _mm_storel_pi((__m64 *)(dm + 2 * b), v);
+        _mm_storel_pi((__m64 *)(dm + 2 * b), _mm_cvtph_ps(_mm_cvtsi32_si128(bits)));
     }
 }
 
 /* One block's 32 weights, expanded in two registers (weights 0-15, 16-31) with the reference's
  * float32 operations: Q8_0 q * d; Q4_0 and Q4_1 by table: the 16 values a nibble stands for,
  * (q - 8) * d or q * d + m, then each weight looked up by its nibble (vpermps reads only the low
- * 4 bits of each index). dm: the block's d and m from scales_avx512. */
-AVX512 INLINE void block_avx512(const uint8_t *blk, int kind, const float *dm, __m512 *w0, __m512 *w1) {
+ * 4 bits of each index). d, m: the block's scales, broadcast. */
+AVX512 INLINE void block_avx512(const uint8_t *blk, int kind, __m512 d, __m512 m, __m512 *w0, __m512 *w1) {
     const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    __m512 d = _mm512_set1_ps(dm[0]);
     if (kind == Q8_0) {
         *w0 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2)))), d);
         *w1 = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 18)))), d);
         return;
     }
     __m512 table = kind == Q4_0 ? _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(8.0f)), d)
-                                : _mm512_add_ps(_mm512_mul_ps(iota, d), _mm512_set1_ps(dm[1]));
+                                : _mm512_add_ps(_mm512_mul_ps(iota, d), m);
     __m512i v = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + (kind == Q4_0 ? 2 : 4))));
     *w0 = _mm512_permutexvar_ps(v, table);
     *w1 = _mm512_permutexvar_ps(_mm512_srli_epi32(v, 4), table);
 }
 
 AVX512 static void dequant_row_avx512(float *w, const uint8_t *row, int kind, Py_ssize_t n_in) {
-    float dm[2 * SCALE_BLOCKS];
-    Py_ssize_t nb = n_in / 32;
-    for (Py_ssize_t b0 = 0; b0 < nb; b0 += SCALE_BLOCKS) {
-        Py_ssize_t b1 = nb - b0 < SCALE_BLOCKS ? nb : b0 + SCALE_BLOCKS;
-        scales_avx512(row + b0 * block_bytes[kind], kind, b1 - b0, dm);
-        for (Py_ssize_t b = b0; b < b1; b++, w += 32) {
-            __m512 w0, w1;
-            block_avx512(row + b * block_bytes[kind], kind, dm + 2 * (b - b0), &w0, &w1);
-            _mm512_storeu_ps(w, w0);
-            _mm512_storeu_ps(w + 16, w1);
-        }
+    for (Py_ssize_t b = 0; b < n_in / 32; b++, w += 32) {
+        __m512 d, m, w0, w1;
+        scales_in_registers(row + b * block_bytes[kind], &d, &m);
+        block_avx512(row + b * block_bytes[kind], kind, d, m, &w0, &w1);
+        _mm512_storeu_ps(w, w0);
+        _mm512_storeu_ps(w + 16, w1);
     }
 }
 
 /* Unlike AVX2 above, the weights themselves are expanded (in registers): with the table lookup
- * that costs no more than the factored form, so the products are exactly those of the reference. */
+ * that costs no more than the factored form, so the products are exactly those of the reference.
+ * One input row takes its scales from memory, several from registers (see scales_in_memory): the
+ * same numbers either way, so a row's result does not depend on the other rows. */
+#define DOTS_Q_BLOCK(d, m)                                                                               \
+    do {                                                                                                 \
+        __m512 w0, w1;                                                                                   \
+        block_avx512(row + b * block_bytes[kind], kind, d, m, &w0, &w1);                                 \
+        UNROLL_QROWS for (int r = 0; r < rows; r++) {                                                    \
+            const float *xb = x + r * n_in + b * 32;                                                     \
+            acc[r][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb), acc[r][0]);                             \
+            acc[r][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xb + 16), acc[r][1]);                        \
+        }                                                                                                \
+    } while (0)
+
 AVX512 INLINE void dots_q_avx512(const uint8_t *row, int kind, const float *x, const float *xsum, int rows,
                                  Py_ssize_t nb, float *y) {
     (void)xsum;
     __m512 acc[QROWS][2]; /* two sums per row: weights 0-15 and 16-31 of each block */
     UNROLL_QROWS for (int r = 0; r < rows; r++) acc[r][0] = acc[r][1] = _mm512_setzero_ps();
     Py_ssize_t n_in = nb * 32;
-    float dm[2 * SCALE_BLOCKS];
-    for (Py_ssize_t b0 = 0; b0 < nb; b0 += SCALE_BLOCKS) {
-        Py_ssize_t b1 = nb - b0 < SCALE_BLOCKS ? nb : b0 + SCALE_BLOCKS;
-        scales_avx512(row + b0 * block_bytes[kind], kind, b1 - b0, dm);
-        for (Py_ssize_t b = b0; b < b1; b++) {
-            __m512 w0, w1;
-            block_avx512(row + b * block_bytes[kind], kind, dm + 2 * (b - b0), &w0, &w1);
-            UNROLL_QROWS for (int r = 0; r < rows; r++) {
-                const float *xb = x + r * n_in + b * 32;
-                acc[r][0] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xb), acc[r][0]);
-                acc[r][1] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xb + 16), acc[r][1]);
-            }
+    if (rows == 1) {
+        float dm[2 * SCALE_BLOCKS];
+        for (Py_ssize_t b0 = 0; b0 < nb; b0 += SCALE_BLOCKS) {
+            Py_ssize_t b1 = nb - b0 < SCALE_BLOCKS ? nb : b0 + SCALE_BLOCKS;
+            scales_in_memory(row + b0 * block_bytes[kind], kind, b1 - b0, dm);
+            for (Py_ssize_t b = b0; b < b1; b++)
+                DOTS_Q_BLOCK(_mm512_set1_ps(dm[2 * (b - b0)]), _mm512_set1_ps(dm[2 * (b - b0) + 1]));
+        }
+    } else {
+        for (Py_ssize_t b = 0; b < nb; b++) {
+            __m512 d, m;
+            scales_in_registers(row + b * block_bytes[kind], &d, &m);
+            DOTS_Q_BLOCK(d, m);
         }
     }
     UNROLL_QROWS for (int r = 0; r < rows; r++) y[r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[r][0], acc[r][1]));
