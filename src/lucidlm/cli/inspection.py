@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 
+from lucidlm.cli.args import startup_done, starts_fast
+
 
 def _load(args: argparse.Namespace):
     from lucidlm.loading.load import check_pretrained, load_model
@@ -18,6 +20,7 @@ def _load(args: argparse.Namespace):
     if tokenizer is None:
         raise ValueError(f"{args.model} has no tokenizer beside its weights (tokenizer.json): inspect needs one "
                          "to turn the text into token ids")
+    startup_done()
     return model.eval(), tokenizer
 
 
@@ -32,6 +35,7 @@ def _indices(value: str, flag: str) -> list[int] | None:
                          f"or {flag}=-1") from None
 
 
+@starts_fast
 def cmd_walkthrough(args: argparse.Namespace) -> int:
     from lucidlm.inspection.walkthrough import walkthrough
 
@@ -44,6 +48,7 @@ def cmd_walkthrough(args: argparse.Namespace) -> int:
     return 0
 
 
+@starts_fast
 def cmd_attention(args: argparse.Namespace) -> int:
     from lucidlm.inspection.walkthrough import attention_heatmaps
 
@@ -54,6 +59,7 @@ def cmd_attention(args: argparse.Namespace) -> int:
     return 0
 
 
+@starts_fast
 def cmd_logit_lens(args: argparse.Namespace) -> int:
     from lucidlm.inspection.walkthrough import logit_lens
 
