@@ -31,11 +31,11 @@ def port(value: str) -> int:
 
 def starts_fast(command):
     """Mark a command that imports torch and loads a model before its real work (``generate``,
-    ``chat``, ``serve``, ``inspect``): the ``lucidlm`` process runs it with the garbage collector paused until the
-    command calls ``startup_done()``. Importing torch and loading a model make ~200k objects that
-    live as long as the process and are never garbage; the collector walked them again and again
-    meanwhile (full collections of 20-85 ms; 0.22 s of a 2 s ``generate``, 0.2 s of torch's own
-    import)."""
+    ``chat``, ``serve``, ``inspect``): the ``lucidlm`` process runs it with the garbage collector
+    paused until the command calls ``startup_done()``. Importing torch and loading a model make
+    ~200k objects that live as long as the process and are never garbage; the collector walked
+    them again and again meanwhile (full collections of 20-85 ms; 0.22 s of a 2 s ``generate``,
+    0.2 s of torch's own import)."""
     command.starts_fast = True
     return command
 

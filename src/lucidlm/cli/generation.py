@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from lucidlm.cli.args import quiet_openmp, startup_done, starts_fast
+from lucidlm.cli.args import quiet_openmp, starts_fast, startup_done
 
 
 def _load(args: argparse.Namespace):

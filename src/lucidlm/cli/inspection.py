@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from lucidlm.cli.args import startup_done, starts_fast
+from lucidlm.cli.args import starts_fast, startup_done
 
 
 def _load(args: argparse.Namespace):

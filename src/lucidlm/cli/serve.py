@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lucidlm.cli.args import port, positive_int, quiet_openmp, startup_done, starts_fast
+from lucidlm.cli.args import port, positive_int, quiet_openmp, starts_fast, startup_done
 
 
 def build_app(args: argparse.Namespace):
