@@ -66,16 +66,21 @@ def timed(fn, repeat: int, setup=None) -> tuple[float, float]:
     return statistics.median(walls), statistics.median(cpus)
 
 
+def use_all_cores() -> None:
+    """Undo ``pin_to_one_core``: this process on every core again (for the 2-worker batch)."""
+    if hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+
+
 def timed_in_turns(one_core, both_cores, repeat: int, setup) -> tuple[tuple[float, float], tuple[float, float]]:
     """``timed`` for two functions run in turns: ``one_core`` pinned to one core, ``both_cores``
     on all of them. A shared host's load comes and goes over seconds; measured back to back, both
     see the same spells, and their ratio moves far less than that of two separate series."""
     single, multi = [], []
     for _ in range(repeat):
-        core = pin_to_one_core()
+        pin_to_one_core()
         single.append(timed(one_core, 1, setup))
-        if core is not None:
-            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        use_all_cores()
         multi.append(timed(both_cores, 1, setup))
     return tuple(tuple(statistics.median(t[k] for t in series) for k in range(2)) for series in (single, multi))
 
@@ -87,7 +92,7 @@ def measure(name: str, ref, cname: str, text: str, repeat: int) -> list[list[obj
 
     mb = len(text.encode("utf-8")) / 1e6
     docs = documents(text)
-    core = pin_to_one_core()
+    pin_to_one_core()
     tik = timed(lambda: ref.encode_ordinary(text), repeat)
     ours = load_tokenizer(name)
     assert ours.encode_ordinary(text) == ref.encode_ordinary(text), "ids differ from tiktoken"
@@ -95,8 +100,7 @@ def measure(name: str, ref, cname: str, text: str, repeat: int) -> list[list[obj
     warm = timed(lambda: ours.encode_ordinary(text), repeat)
     # the same list of documents, one by one, on one core: the single-process peer of encode_batch
     tik_docs = timed(lambda: [ref.encode_ordinary(doc) for doc in docs], repeat)
-    if core is not None:  # two workers: give this process both cores again
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    use_all_cores()  # two workers
     assert ours.encode_batch(docs, num_workers=2) == [ref.encode_ordinary(doc) for doc in docs]
     one_by_one, batch = timed_in_turns(lambda: [ours.encode_ordinary(doc) for doc in docs],
                                        lambda: ours.encode_batch(docs, num_workers=2), max(repeat, 7), ours.clear_cache)

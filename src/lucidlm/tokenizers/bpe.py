@@ -304,9 +304,12 @@ class BPETokenizer:
     def clear_cache(self) -> None:
         """Forget the chunks seen so far (the next encode starts cold, e.g. to time it)."""
         self._cache.clear()
-        for cache in [self._kernel_cache, *self._worker_caches]:
-            if cache is not None:
-                _bpe_kernel.cache_clear(cache)
+        for cache in self._c_caches():
+            _bpe_kernel.cache_clear(cache)
+
+    def _c_caches(self) -> list:
+        """Every C chunk cache this tokenizer holds: its own, then the encode_batch threads' ones."""
+        return [cache for cache in [self._kernel_cache, *self._worker_caches] if cache is not None]
 
     @property
     def encodes_in_threads(self) -> bool:
@@ -549,9 +552,8 @@ _WITH_KERNEL_CACHES: weakref.WeakSet[BPETokenizer] = weakref.WeakSet()
 
 def _after_fork_in_child() -> None:
     for tok in list(_WITH_KERNEL_CACHES):
-        for cache in [tok._kernel_cache, *tok._worker_caches]:
-            if cache is not None:
-                _bpe_kernel.cache_after_fork(cache)
+        for cache in tok._c_caches():
+            _bpe_kernel.cache_after_fork(cache)
         tok._thread_caches = {}
 
 
